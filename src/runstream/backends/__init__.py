@@ -1,0 +1,1 @@
+"""Backends: the transport contract over a Redis list and over Redis Streams."""

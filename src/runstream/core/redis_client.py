@@ -1,0 +1,35 @@
+"""One way to open a Redis client from settings, shared by every part of runstream."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit, urlunsplit
+
+from redis.asyncio import Redis
+
+from runstream.core.settings import Settings
+
+
+def connect_redis(settings: Settings) -> Redis:
+    """An asyncio Redis client (hiredis parser when installed) for `settings.redis_url`.
+
+    The socket timeout always exceeds the blocking-read time (the settings check it), so
+    an idle `XREAD BLOCK` or `BLMPOP` ends on the server's timer, never on the client's.
+    """
+    client: Redis = Redis.from_url(
+        settings.redis_url,
+        socket_timeout=settings.socket_timeout,
+        socket_connect_timeout=settings.socket_connect_timeout,
+        max_connections=settings.max_connections,
+        health_check_interval=30,
+    )
+    return client
+
+
+def masked_url(url: str) -> str:
+    """`url` with its password replaced by `***`, fit for logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rpartition("@")
+    user = (parts.username or "") + ":***"
+    return urlunsplit(parts._replace(netloc=f"{user}@{netloc[2]}"))
