@@ -44,6 +44,20 @@ class Settings(BaseSettings):
     socket_connect_timeout: float = Field(5.0, gt=0)
     max_connections: int = Field(50, ge=2, description="Redis pool size per process")
 
+    worker_concurrency: int = Field(8, ge=1, le=1000, description="jobs one worker runs at once")
+    lease_seconds: float = Field(
+        30.0, gt=0, description="a job whose worker is silent this long is reclaimed"
+    )
+    graph: str = Field(
+        "", description="module:attribute of a compiled graph; empty = built-in demo"
+    )
+    demo_token_rate: float = Field(50.0, gt=0, description="demo model tokens per second")
+
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(8000, ge=1, le=65535)
+    heartbeat: float = Field(15.0, gt=0, description="seconds between SSE heartbeat comments")
+    max_body_bytes: int = Field(65_536, ge=256, description="largest POST /jobs body")
+
     @model_validator(mode="after")
     def _check_consistency(self) -> Settings:
         block_s = self.block_ms / 1000
