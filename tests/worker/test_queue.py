@@ -1,0 +1,185 @@
+"""The job queue: submit, take, ack, lease renewal and takeover of a dead worker's job."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import pytest
+from redis.asyncio import Redis
+
+from runstream.core.errors import InvalidJobId
+from runstream.core.settings import Settings
+from runstream.worker.queue import GROUP, InvalidJobInput, JobQueue, QueuedJob
+
+SHORT_LEASE = 0.3
+
+
+async def test_submit_writes_queued_status(
+    any_redis: Redis, make_settings: Callable[..., Settings]
+) -> None:
+    queue = JobQueue(any_redis, make_settings())
+
+    await queue.submit("job-1", {"prompt": "hi"})
+    status = await queue.status("job-1")
+
+    assert status is not None
+    assert status.status == "queued"
+    assert status.job_id == "job-1"
+    assert status.started_at is None
+    assert status.finished_at is None
+    assert status.events == 0
+    assert status.error is None
+    assert isinstance(status.created_at, float)
+    assert set(status.to_dict()) == {
+        "job_id",
+        "status",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "events",
+        "tokens",
+        "error",
+    }
+
+
+async def test_status_of_unknown_job_is_none(
+    any_redis: Redis, make_settings: Callable[..., Settings]
+) -> None:
+    assert await JobQueue(any_redis, make_settings()).status("nope") is None
+
+
+async def test_submit_rejects_bad_input(
+    fake_redis: Redis, make_settings: Callable[..., Settings]
+) -> None:
+    queue = JobQueue(fake_redis, make_settings())
+
+    with pytest.raises(InvalidJobId):
+        await queue.submit("bad id", {"prompt": "x"})
+    with pytest.raises(InvalidJobInput, match="JSON object"):
+        await queue.submit("j", ["not", "a", "mapping"])  # type: ignore[arg-type]
+    with pytest.raises(InvalidJobInput, match="serialisable"):
+        await queue.submit("j", {"x": object()})
+    await queue.submit("j", {"prompt": "x"})
+    with pytest.raises(InvalidJobInput, match="already in use"):
+        await queue.submit("j", {"prompt": "y"})
+
+
+async def test_take_then_ack_empties_the_queue(
+    any_redis: Redis, make_settings: Callable[..., Settings]
+) -> None:
+    queue = JobQueue(any_redis, make_settings())
+    await queue.submit("a", {"prompt": "첫째"})
+    await queue.submit("b", {"prompt": "second"})
+
+    jobs = await queue.take("w1", count=10, block_ms=10)
+
+    assert [(j.job_id, j.job_input, j.reclaimed) for j in jobs] == [
+        ("a", {"prompt": "첫째"}, False),
+        ("b", {"prompt": "second"}, False),
+    ]
+    assert await queue.take("w1", count=10, block_ms=10) == []
+    for job in jobs:
+        await queue.ack(job)
+    assert await any_redis.xlen(queue.stream) == 0
+    assert (await any_redis.xpending(queue.stream, GROUP))["pending"] == 0
+
+
+async def test_dead_workers_job_is_taken_over_after_the_lease(
+    any_redis: Redis, make_settings: Callable[..., Settings]
+) -> None:
+    queue_1 = JobQueue(any_redis, make_settings(lease_seconds=SHORT_LEASE))
+    queue_2 = JobQueue(any_redis, make_settings(lease_seconds=SHORT_LEASE))
+    await queue_1.submit("orphan", {"prompt": "p"})
+    [taken] = await queue_1.take("dead-worker", count=1, block_ms=10)
+
+    assert await queue_2.take("live-worker", count=1, block_ms=10) == []
+    await asyncio.sleep(SHORT_LEASE + 0.2)
+    [reclaimed] = await queue_2.take("live-worker", count=1, block_ms=10)
+
+    assert reclaimed == QueuedJob("orphan", {"prompt": "p"}, taken.entry_id, reclaimed=True)
+    [pending] = await any_redis.xpending_range(queue_2.stream, GROUP, "-", "+", 10)
+    assert pending["consumer"] == b"live-worker"
+
+
+async def test_renewed_lease_keeps_a_long_job_from_being_stolen(
+    any_redis: Redis, make_settings: Callable[..., Settings]
+) -> None:
+    owner = JobQueue(any_redis, make_settings(lease_seconds=SHORT_LEASE))
+    other = JobQueue(any_redis, make_settings(lease_seconds=SHORT_LEASE))
+    await owner.submit("long", {"prompt": "p"})
+    [job] = await owner.take("owner", count=1, block_ms=10)
+
+    for _ in range(6):  # 6 x lease/3 = two full leases
+        await asyncio.sleep(SHORT_LEASE / 3)
+        assert await owner.renew("owner", [job]) == {job.entry_id}
+        assert await other.take("thief", count=1, block_ms=1) == []
+
+    assert await any_redis.get(owner.keys.job("long").lease) == b"owner"
+    await owner.ack(job)
+    assert await any_redis.exists(owner.keys.job("long").lease) == 0
+
+
+async def test_renew_does_not_steal_back_a_lost_job(
+    any_redis: Redis, make_settings: Callable[..., Settings]
+) -> None:
+    slow = JobQueue(any_redis, make_settings(lease_seconds=SHORT_LEASE))
+    fast = JobQueue(any_redis, make_settings(lease_seconds=SHORT_LEASE))
+    await slow.submit("stalled", {"prompt": "p"})
+    [job] = await slow.take("slow", count=1, block_ms=10)
+    await asyncio.sleep(SHORT_LEASE + 0.2)
+    [_] = await fast.take("fast", count=1, block_ms=10)
+
+    assert await slow.renew("slow", [job]) == set()
+    [pending] = await any_redis.xpending_range(fast.stream, GROUP, "-", "+", 10)
+    assert pending["consumer"] == b"fast"
+
+
+async def test_mark_running_then_finished(
+    any_redis: Redis, make_settings: Callable[..., Settings]
+) -> None:
+    queue = JobQueue(any_redis, make_settings(ttl_after_done=120))
+    await queue.submit("j", {"prompt": "p"})
+
+    await queue.mark_running("j", "w1")
+    running = await queue.status("j")
+    await queue.mark_finished("j", events=7, tokens=5, error="ValueError: boom")
+    failed = await queue.status("j")
+
+    assert running is not None
+    assert running.status == "running"
+    assert running.started_at is not None
+    assert failed is not None
+    assert (failed.status, failed.events, failed.tokens, failed.error) == (
+        "failed",
+        7,
+        5,
+        "ValueError: boom",
+    )
+    assert 0 < await any_redis.ttl(queue.keys.job("j").meta) <= 120
+
+
+async def test_malformed_entry_is_dropped(
+    any_redis: Redis, make_settings: Callable[..., Settings]
+) -> None:
+    queue = JobQueue(any_redis, make_settings())
+    await queue.ensure_group()
+    await any_redis.xadd(queue.stream, {"job_id": "x", "input": "not json"})
+    await queue.submit("good", {"prompt": "p"})
+
+    jobs = await queue.take("w", count=10, block_ms=10)
+
+    assert [j.job_id for j in jobs] == ["good"]
+    assert await any_redis.xlen(queue.stream) == 1
+
+
+async def test_queue_survives_a_deleted_stream(
+    any_redis: Redis, make_settings: Callable[..., Settings]
+) -> None:
+    queue = JobQueue(any_redis, make_settings())
+    await queue.ensure_group()
+    await any_redis.delete(queue.stream)
+
+    assert await queue.take("w", count=1, block_ms=10) == []
+    await queue.submit("after", {"prompt": "p"})
+    assert [j.job_id for j in await queue.take("w", count=1, block_ms=10)] == ["after"]
