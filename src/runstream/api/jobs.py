@@ -1,0 +1,135 @@
+"""`POST /jobs` and `GET /jobs/{job_id}`: submit a job, ask how it is doing."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from runstream.api.services import Services, get_services
+from runstream.core.errors import InvalidJobId
+from runstream.core.keys import validate_job_id
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter()
+
+MAX_PROMPT_CHARS = 32_000
+JOB_ID_BYTES = 16  # secrets.token_urlsafe(16): 22 characters of A-Z a-z 0-9 _ -
+
+
+class JobRequest(BaseModel):
+    """The body of `POST /jobs`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
+    input: dict[str, Any] | None = None
+
+    @field_validator("prompt")
+    @classmethod
+    def _not_blank(cls, prompt: str) -> str:
+        if not prompt.strip():
+            raise ValueError("must not be blank")
+        return prompt
+
+
+class JobAccepted(BaseModel):
+    job_id: str
+    stream_url: str
+    status_url: str
+
+
+async def read_job_request(request: Request) -> JobRequest:
+    """Read the body with a size cap, then validate it; 413 or 422 on bad input."""
+    services = get_services(request)
+    raw = await _read_capped(request, services.settings.max_body_bytes)
+    try:
+        return JobRequest.model_validate_json(raw)
+    except ValidationError as err:
+        raise RequestValidationError(_body_errors(err)) from err
+
+
+async def _read_capped(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+
+    # A chunked body has no Content-Length, so the bytes read are counted too.
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(limit: int) -> HTTPException:
+    return HTTPException(
+        413, f"request body is larger than {limit} bytes (RUNSTREAM_MAX_BODY_BYTES)"
+    )
+
+
+def _body_errors(err: ValidationError) -> list[dict[str, Any]]:
+    return [
+        {"loc": ["body", *problem["loc"]], "msg": problem["msg"], "type": problem["type"]}
+        for problem in err.errors(include_url=False)
+    ]
+
+
+def checked_job_id(job_id: str) -> str:
+    """The path's job id, or a 422 naming it."""
+    try:
+        return validate_job_id(job_id)
+    except InvalidJobId as err:
+        raise RequestValidationError(
+            [{"loc": ["path", "job_id"], "msg": str(err), "type": "value_error"}]
+        ) from err
+
+
+JobId = Annotated[str, Depends(checked_job_id)]
+
+
+@router.post(
+    "/jobs",
+    status_code=202,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": JobRequest.model_json_schema()}},
+        }
+    },
+)
+async def submit_job(
+    request: Request,
+    response: Response,
+    body: Annotated[JobRequest, Depends(read_job_request)],
+    services: Annotated[Services, Depends(get_services)],
+) -> JobAccepted:
+    job_id = secrets.token_urlsafe(JOB_ID_BYTES)
+    await services.queue.submit(job_id, body.model_dump())
+    logger.info("job %s submitted (%d prompt characters)", job_id, len(body.prompt))
+
+    accepted = JobAccepted(
+        job_id=job_id,
+        stream_url=request.url_for("stream_job", job_id=job_id).path,
+        status_url=request.url_for("job_status", job_id=job_id).path,
+    )
+    response.headers["Location"] = accepted.status_url
+    return accepted
+
+
+@router.get("/jobs/{job_id}", name="job_status")
+async def job_status(
+    job_id: JobId, services: Annotated[Services, Depends(get_services)]
+) -> dict[str, Any]:
+    status = await services.queue.status(job_id)
+    if status is None:
+        raise HTTPException(404, f"job {job_id!r} not found (never submitted, or expired)")
+    return status.to_dict()

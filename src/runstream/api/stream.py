@@ -1,0 +1,133 @@
+"""`GET /stream/{job_id}`: a job's events as Server-Sent Events.
+
+Framing is sse-starlette's: `id: <seq>` (stored events only), `event: <type>` and the
+envelope as JSON on one `data:` line. The JSON has no raw CR or LF (JSON escapes them),
+and sse-starlette splits data only on CR/LF, so U+2028 or U+0085 in a payload arrive as
+they were sent. Events a consumer makes up (`gap`, an idle-timeout `error`) have seq 0
+and get no `id:`, nor do heartbeat comments, so a client's Last-Event-ID is always a
+real seq. The route must never sit behind compression: a compressor buffers the stream.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Response
+from redis.exceptions import RedisError
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from runstream.api.jobs import JobId
+from runstream.api.services import Services, get_services
+from runstream.core.errors import RunstreamError
+from runstream.core.events import Event
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter()
+
+_SEQ = re.compile(r"[0-9]{1,18}")
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+RETRY_AFTER_SECONDS = 1
+MIN_SEND_TIMEOUT = 10.0
+
+
+def parse_last_event_id(header: str | None, query: str | None) -> int:
+    """The seq a client resumes after; the header wins over the query parameter."""
+    for name, value in (("Last-Event-ID", header), ("last_event_id", query)):
+        if value is None or value == "":
+            continue
+        if not _SEQ.fullmatch(value):
+            raise HTTPException(
+                400, f"{name} must be a whole number >= 0 (a seq), got {value[:40]!r}"
+            )
+        return int(value)
+    return 0
+
+
+@router.get("/stream/{job_id}", name="stream_job", response_model=None)
+async def stream_job(
+    job_id: JobId,
+    services: Annotated[Services, Depends(get_services)],
+    last_event_id: Annotated[str | None, Header()] = None,
+    last_event_id_query: Annotated[str | None, Query(alias="last_event_id")] = None,
+) -> Response:
+    after = parse_last_event_id(last_event_id, last_event_id_query)
+    if await _nothing_after(services, job_id, after):
+        # 204 tells a browser's EventSource to stop reconnecting: it has seen `done`.
+        return Response(status_code=204)
+    if services.readers.locked():
+        raise HTTPException(
+            503,
+            "every reader slot is taken (RUNSTREAM_MAX_CONNECTIONS); retry shortly",
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
+
+    logger.info("job %s: stream opened after seq %d", job_id, after)
+    settings = services.settings
+    return EventSourceResponse(
+        _sse_events(services, job_id, after),
+        headers=SSE_HEADERS,
+        ping=settings.heartbeat,
+        ping_message_factory=_heartbeat,
+        sep="\n",
+        send_timeout=max(MIN_SEND_TIMEOUT, 2 * settings.heartbeat),
+    )
+
+
+async def _nothing_after(services: Services, job_id: str, after: int) -> bool:
+    """Check the job exists and `after` is in range; True if the job ended at `after`."""
+    status = await services.queue.status(job_id)
+    last = await services.transport.last_seq(job_id)
+    if status is None and last is None:
+        raise HTTPException(404, f"job {job_id!r} not found (never submitted, or expired)")
+    if after > (last or 0):
+        raise HTTPException(
+            400,
+            f"Last-Event-ID {after} is beyond the job's last event (seq {last or 0})",
+        )
+    return after > 0 and after == last and await services.queue.has_finished(job_id)
+
+
+async def _sse_events(
+    services: Services, job_id: str, after: int
+) -> AsyncIterator[ServerSentEvent]:
+    # The slot is taken here, not in the route: a generator that never starts (a HEAD
+    # request, a client gone before the first byte) then holds nothing.
+    last = after
+    async with services.readers:
+        try:
+            async with _closing(services.transport.read(job_id, after)) as events:
+                async for event in events:
+                    last = max(last, event.seq)
+                    yield to_sse(event)
+        except (RedisError, RunstreamError) as err:
+            logger.exception("job %s: stream failed after seq %d", job_id, last)
+            failure = {"reason": "transport_failed", "after_seq": last, "detail": str(err)}
+            yield to_sse(Event("error", failure))
+        finally:
+            logger.info("job %s: stream closed after seq %d", job_id, last)
+
+
+@asynccontextmanager
+async def _closing(events: AsyncIterator[Event]) -> AsyncIterator[AsyncIterator[Event]]:
+    # Close the transport's reader at once when the client goes, not when it is collected.
+    try:
+        yield events
+    finally:
+        aclose = getattr(events, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+def to_sse(event: Event) -> ServerSentEvent:
+    """One event as SSE: an `id:` only for stored events (seq >= 1)."""
+    event_id = str(event.seq) if event.is_stored else None
+    return ServerSentEvent(data=event.to_json(), event=event.type, id=event_id, sep="\n")
+
+
+def _heartbeat() -> ServerSentEvent:
+    return ServerSentEvent(comment="heartbeat", sep="\n")

@@ -1,0 +1,173 @@
+"""POST /jobs, GET /jobs/{job_id}, GET /healthz."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+from collections.abc import AsyncIterator
+
+from redis.asyncio import Redis
+
+from api.support import Api, MakeApi
+from runstream.api.jobs import MAX_PROMPT_CHARS
+
+JOB_ID = re.compile(r"[A-Za-z0-9_-]{22}")
+
+
+async def test_submit_answers_202_with_job_id_and_urls(api: Api) -> None:
+    response = await api.client.post("/jobs", json={"prompt": "hello", "input": {"k": 1}})
+
+    assert response.status_code == 202
+    body = response.json()
+    assert JOB_ID.fullmatch(body["job_id"])
+    assert body == {
+        "job_id": body["job_id"],
+        "stream_url": f"/stream/{body['job_id']}",
+        "status_url": f"/jobs/{body['job_id']}",
+    }
+    assert response.headers["location"] == body["status_url"]
+
+
+async def test_submitted_job_is_queued_with_its_input(api: Api) -> None:
+    first = (await api.client.post("/jobs", json={"prompt": "안녕"})).json()
+    second = (await api.client.post("/jobs", json={"prompt": "안녕"})).json()
+
+    status = await api.client.get(first["status_url"])
+    assert status.status_code == 200
+    assert status.json()["job_id"] == first["job_id"]
+    assert status.json()["status"] == "queued"
+    assert first["job_id"] != second["job_id"]
+    entries = await api.services.redis.xrange("rs:jobs")
+    inputs = [json.loads(fields[b"input"]) for _, fields in entries]
+    assert inputs == [{"prompt": "안녕", "input": None}] * 2
+
+
+async def test_invalid_json_is_422_naming_the_body(api: Api) -> None:
+    response = await api.client.post(
+        "/jobs", content=b'{"prompt": "x"', headers={"content-type": "application/json"}
+    )
+
+    assert response.status_code == 422
+    detail = response.json()["detail"]
+    assert [(error["loc"], error["type"]) for error in detail] == [(["body"], "json_invalid")]
+
+
+async def test_missing_prompt_is_422_naming_prompt(api: Api) -> None:
+    response = await api.client.post("/jobs", json={"input": {}})
+
+    assert response.status_code == 422
+    assert [error["loc"] for error in response.json()["detail"]] == [["body", "prompt"]]
+    assert response.json()["message"] == "body.prompt: Field required"
+
+
+async def test_blank_prompt_is_422_naming_prompt(api: Api) -> None:
+    response = await api.client.post("/jobs", json={"prompt": " \n\t "})
+
+    assert response.status_code == 422
+    assert response.json()["message"] == "body.prompt: Value error, must not be blank"
+
+
+async def test_wrong_types_and_unknown_fields_are_422_naming_each(api: Api) -> None:
+    response = await api.client.post("/jobs", json={"prompt": 3, "input": [], "promt": "x"})
+
+    assert response.status_code == 422
+    locs = [error["loc"] for error in response.json()["detail"]]
+    assert locs == [["body", "prompt"], ["body", "input"], ["body", "promt"]]
+
+
+async def test_body_that_is_not_an_object_is_422(api: Api) -> None:
+    response = await api.client.post("/jobs", json=["prompt"])
+
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body"]
+
+
+async def test_prompt_over_the_length_limit_is_422(make_api: MakeApi) -> None:
+    api = await make_api(max_body_bytes=10 * MAX_PROMPT_CHARS)
+
+    response = await api.client.post("/jobs", json={"prompt": "x" * (MAX_PROMPT_CHARS + 1)})
+
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "prompt"]
+
+
+async def test_oversize_body_is_413(make_api: MakeApi) -> None:
+    api = await make_api(max_body_bytes=256)
+
+    response = await api.client.post("/jobs", json={"prompt": "x" * 300})
+
+    assert response.status_code == 413
+    assert response.json() == {
+        "detail": "request body is larger than 256 bytes (RUNSTREAM_MAX_BODY_BYTES)"
+    }
+    assert await api.services.redis.exists("rs:jobs") == 0
+
+
+async def test_oversize_chunked_body_without_length_is_413(make_api: MakeApi) -> None:
+    api = await make_api(max_body_bytes=256)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b'{"prompt": "'
+        for _ in range(10):
+            yield b"x" * 50
+        yield b'"}'
+
+    response = await api.client.post(
+        "/jobs", content=chunks(), headers={"content-type": "application/json"}
+    )
+
+    assert response.status_code == 413
+    assert "content-length" not in response.request.headers
+
+
+async def test_body_at_the_limit_is_accepted(make_api: MakeApi) -> None:
+    api = await make_api(max_body_bytes=256)
+    body = json.dumps({"prompt": "x" * 200}).encode()
+    body += b" " * (256 - len(body))
+
+    response = await api.client.post(
+        "/jobs", content=body, headers={"content-type": "application/json"}
+    )
+
+    assert response.status_code == 202
+
+
+async def test_status_of_unknown_job_is_404(api: Api) -> None:
+    response = await api.client.get("/jobs/no-such-job")
+
+    assert response.status_code == 404
+    assert response.json() == {
+        "detail": "job 'no-such-job' not found (never submitted, or expired)"
+    }
+
+
+async def test_status_with_invalid_job_id_is_422_naming_it(api: Api) -> None:
+    response = await api.client.get("/jobs/bad!id")
+
+    assert response.status_code == 422
+    assert [error["loc"] for error in response.json()["detail"]] == [["path", "job_id"]]
+
+
+async def test_healthz_reports_redis_and_backend(api: Api) -> None:
+    response = await api.client.get("/healthz")
+
+    assert response.status_code == 200
+    assert response.json() == {"redis": "ok", "backend": api.settings.backend_name}
+
+
+async def test_healthz_is_503_when_redis_does_not_answer(make_api: MakeApi) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    api = await make_api(redis_url=f"redis://127.0.0.1:{port}/0", socket_connect_timeout=0.5)
+    dead = Redis.from_url(f"redis://127.0.0.1:{port}/0", socket_connect_timeout=0.5)
+    api.services.redis = dead
+    try:
+        response = await api.client.get("/healthz")
+    finally:
+        await dead.aclose()
+
+    assert response.status_code == 503
+    assert response.json()["redis"] == "error"
+    assert response.json()["backend"] == "streams"
