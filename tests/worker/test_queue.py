@@ -9,7 +9,9 @@ import pytest
 from redis.asyncio import Redis
 
 from runstream.core.errors import InvalidJobId
+from runstream.core.events import Event
 from runstream.core.settings import Settings
+from runstream.core.transport import open_transport
 from runstream.worker.queue import GROUP, InvalidJobInput, JobQueue, QueuedJob
 
 SHORT_LEASE = 0.3
@@ -135,28 +137,34 @@ async def test_renew_does_not_steal_back_a_lost_job(
     assert pending["consumer"] == b"fast"
 
 
-async def test_mark_running_then_finished(
+async def test_status_follows_the_job_and_meta_expires_with_it(
     any_redis: Redis, make_settings: Callable[..., Settings]
 ) -> None:
-    queue = JobQueue(any_redis, make_settings(ttl_after_done=120))
+    settings = make_settings(ttl_after_done=120)
+    queue = JobQueue(any_redis, settings)
+    transport = open_transport(settings, any_redis)
     await queue.submit("j", {"prompt": "p"})
 
     await queue.mark_running("j", "w1")
+    await transport.publish("j", Event("token", {"text": "a"}))
     running = await queue.status("j")
-    await queue.mark_finished("j", events=7, tokens=5, error="ValueError: boom")
+    await queue.mark_finished("j", tokens=1, error="ValueError: boom")
+    await transport.finish("j", {"events": 1}, error={"type": "ValueError", "message": "boom"})
     failed = await queue.status("j")
 
     assert running is not None
-    assert running.status == "running"
+    assert (running.status, running.events, running.finished_at) == ("running", 1, None)
     assert running.started_at is not None
     assert failed is not None
     assert (failed.status, failed.events, failed.tokens, failed.error) == (
         "failed",
-        7,
-        5,
+        3,
+        1,
         "ValueError: boom",
     )
+    assert failed.finished_at is not None
     assert 0 < await any_redis.ttl(queue.keys.job("j").meta) <= 120
+    assert await queue.has_finished("j")
 
 
 async def test_malformed_entry_is_dropped(

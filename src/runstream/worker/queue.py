@@ -53,7 +53,6 @@ GROUP = "workers"
 """The consumer group every worker joins."""
 
 JobState = Literal["queued", "running", "done", "failed"]
-FINAL_STATES: frozenset[str] = frozenset({"done", "failed"})
 _STATES: dict[str, JobState] = {
     "queued": "queued",
     "running": "running",
@@ -82,7 +81,11 @@ class InvalidJobInput(RunstreamError, ValueError):
 
 @dataclass(frozen=True, slots=True)
 class JobStatus:
-    """What `GET /jobs/{job_id}` reports. Times are Unix seconds."""
+    """What `GET /jobs/{job_id}` reports.
+
+    Times are Unix seconds. `events` counts the events stored so far (for a finished job,
+    the seq of its `done`); `tokens` counts `token` events, set when the job ends.
+    """
 
     job_id: str
     status: JobState
@@ -228,22 +231,20 @@ class JobQueue:
         await self.redis.hset(meta, mapping=fields)
 
     async def mark_finished(
-        self, job_id: str, *, events: int, tokens: int = 0, error: str | None = None
+        self, job_id: str, *, tokens: int = 0, error: str | None = None
     ) -> None:
-        """Record the job's end; the meta hash gets the TTL of the job's other keys."""
+        """Record the job's end, just before its `done` is published.
+
+        `Transport.finish` then gives the meta hash the TTL of the job's other keys.
+        """
         fields: dict[FieldT, EncodableT] = {
             "status": "failed" if error is not None else "done",
             "finished_at": repr(time.time()),
-            "events": events,
             "tokens": tokens,
         }
         if error is not None:
             fields["error"] = error
-        meta = self.keys.job(job_id).meta
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(meta, mapping=fields)
-            pipe.expire(meta, self.settings.ttl_after_done)
-            await pipe.execute()
+        await self.redis.hset(self.keys.job(job_id).meta, mapping=fields)
 
     async def has_finished(self, job_id: str) -> bool:
         """True if the job's `done` was published: `finish` starts the TTL of its seq key."""
@@ -299,16 +300,14 @@ def _parse_entry(entry_id: str, fields: dict[str, str], reclaimed: bool) -> Queu
     return QueuedJob(job_id, job_input, entry_id, reclaimed)
 
 
-def _status_from_meta(job_id: str, meta: dict[str, str], live_events: int) -> JobStatus:
-    status = meta.get("status", "queued")
-    final = status in FINAL_STATES
+def _status_from_meta(job_id: str, meta: dict[str, str], events: int) -> JobStatus:
     return JobStatus(
         job_id=job_id,
-        status=_STATES.get(status, "queued"),
+        status=_STATES.get(meta.get("status", ""), "queued"),
         created_at=_float(meta.get("created_at")),
         started_at=_float(meta.get("started_at")),
         finished_at=_float(meta.get("finished_at")),
-        events=int(meta["events"]) if final and "events" in meta else live_events,
+        events=events,
         tokens=int(meta.get("tokens", 0)),
         error=meta.get("error"),
     )
