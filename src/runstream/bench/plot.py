@@ -1,0 +1,75 @@
+"""Latency CDFs, one panel per workload, one line per scenario (matplotlib, `bench` extra)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from runstream.bench.results import BenchReport, ScenarioResult
+from runstream.core.errors import RunstreamError
+
+INSTALL_HINT = "pip install 'runstream[bench]'"
+# Throughput latencies are queueing time by design (the producer runs ahead), so no panel.
+PANEL_ORDER = ("transport", "e2e", "concurrency")
+
+
+class PlotUnavailable(RunstreamError):
+    """matplotlib is not installed."""
+
+
+def require_matplotlib() -> None:
+    """Fail early, before a long run, when `--plot` cannot be honoured."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as err:
+        raise PlotUnavailable(
+            f"--plot needs matplotlib, which is not installed; run: {INSTALL_HINT}"
+        ) from err
+
+
+def plot_cdfs(report: BenchReport, path: Path) -> None:
+    """Write a PNG of each scenario's latency CDF (log-scale ms), a panel per workload."""
+    require_matplotlib()
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [w for w in PANEL_ORDER if any(r.workload == w for r in report.results)]
+    figure, axes = plt.subplots(
+        1, len(panels), figsize=(5.2 * len(panels), 4.4), squeeze=False, sharey=True
+    )
+    for ax, workload in zip(axes[0], panels, strict=True):
+        for result in report.results:
+            if result.workload == workload and result.measured.latencies_s:
+                _draw(ax, result)
+        _decorate(ax, workload, report)
+    axes[0][0].set_ylabel("fraction of events delivered within")
+    header = report.header
+    figure.suptitle(
+        f"runstream bench {header['date'][:10]}: Redis {header['redis_version']}, "
+        f"{header['cpu_count']} CPUs, {header['params']['rate']:g} events/s per job",
+        fontsize=11,
+    )
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def _draw(ax: Any, result: ScenarioResult) -> None:
+    values = sorted(s * 1000 for s in result.measured.latencies_s)
+    fractions = [(i + 1) / len(values) for i in range(len(values))]
+    style = "--" if result.scenario.startswith(("floor", "naive")) else "-"
+    label = f"{result.scenario} (p50 {result.latency_ms['p50']:.2f} ms)"
+    ax.step(values, fractions, where="post", linestyle=style, linewidth=1.5, label=label)
+
+
+def _decorate(ax: Any, workload: str, report: BenchReport) -> None:
+    ax.set_xscale("log")
+    ax.set_title(workload)
+    ax.set_xlabel("latency, ms (log scale)")
+    ax.set_ylim(0, 1.01)
+    ax.grid(True, which="both", alpha=0.3)
+    if report.floor_p50_ms:
+        ax.axvline(report.floor_p50_ms, color="grey", linewidth=0.8, linestyle=":")
+    ax.legend(fontsize=7, loc="lower right")
