@@ -59,6 +59,10 @@ _ANSWER_EN = (
 )
 
 
+DEMO_PLAN = "compare how each structure is written, read and recovered; then advise"
+"""What the demo's `plan` node decides (sent as a `custom` event and kept in the state)."""
+
+
 def demo_answer(prompt: str) -> str:
     """The demo model's answer: Korean if the prompt has any Hangul, English otherwise."""
     return _ANSWER_KO if _HANGUL.search(prompt) else _ANSWER_EN
@@ -134,9 +138,8 @@ def build_demo_graph(token_rate: float) -> CompiledStateGraph[Any, Any, Any, Any
     async def plan(state: DemoState) -> DemoState:
         prompt = state.get("prompt", "")
         language = "ko" if _HANGUL.search(prompt) else "en"
-        steps = "compare how each structure is written, read and recovered; then advise"
-        get_stream_writer()({"step": "plan", "language": language, "plan": steps})
-        return {"plan": steps}
+        get_stream_writer()({"step": "plan", "language": language, "plan": DEMO_PLAN})
+        return {"plan": DEMO_PLAN}
 
     async def answer(state: DemoState) -> DemoState:
         reply = await model.ainvoke([HumanMessage(state.get("prompt", ""))])
