@@ -31,7 +31,7 @@ async def test_submit_answers_202_with_job_id_and_urls(api: Api) -> None:
 
 async def test_submitted_job_is_queued_with_its_input(api: Api) -> None:
     first = (await api.client.post("/jobs", json={"prompt": "안녕"})).json()
-    second = (await api.client.post("/jobs", json={"prompt": "안녕"})).json()
+    second = (await api.client.post("/jobs", json={"prompt": "안녕", "input": {"k": [1]}})).json()
 
     status = await api.client.get(first["status_url"])
     assert status.status_code == 200
@@ -40,7 +40,7 @@ async def test_submitted_job_is_queued_with_its_input(api: Api) -> None:
     assert first["job_id"] != second["job_id"]
     entries = await api.services.redis.xrange("rs:jobs")
     inputs = [json.loads(fields[b"input"]) for _, fields in entries]
-    assert inputs == [{"prompt": "안녕", "input": None}] * 2
+    assert inputs == [{"prompt": "안녕"}, {"prompt": "안녕", "input": {"k": [1]}}]
 
 
 async def test_invalid_json_is_422_naming_the_body(api: Api) -> None:

@@ -113,7 +113,7 @@ async def submit_job(
     services: Annotated[Services, Depends(get_services)],
 ) -> JobAccepted:
     job_id = secrets.token_urlsafe(JOB_ID_BYTES)
-    await services.queue.submit(job_id, body.model_dump())
+    await services.queue.submit(job_id, body.model_dump(exclude_none=True))
     logger.info("job %s submitted (%d prompt characters)", job_id, len(body.prompt))
 
     accepted = JobAccepted(

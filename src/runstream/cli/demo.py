@@ -1,0 +1,428 @@
+"""`runstream demo [PROMPT]`: the whole path on one machine, with no set-up.
+
+It uses the Redis at `RUNSTREAM_REDIS_URL` if one answers, else starts one for the run (a
+`redis-server` binary found on PATH, else fakeredis's TCP server); its first line says
+which. It then starts `runstream worker` and `runstream api` as child processes, submits
+the prompt over HTTP, prints the SSE stream's tokens as they arrive and a summary. Every
+process and server it started is stopped on the way out, Ctrl-C included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from runstream.cli.api import add_backend_options, settings_overrides
+from runstream.core.errors import RunstreamError
+
+if TYPE_CHECKING:
+    from runstream.core.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PROMPT = "Redis Streams와 리스트의 차이를 알려줘"
+STARTUP_TIMEOUT = 30.0
+STOP_GRACE = 5.0
+PING_TIMEOUT = 1.0
+LOG_TAIL_LINES = 20
+_CHILD_MAIN = "import sys; from runstream.cli import main; sys.exit(main())"
+
+
+class DemoError(RunstreamError):
+    """The demo could not run to the job's `done`; the message says where it stopped."""
+
+
+def register(subparsers: Any) -> None:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "demo", help="run a worker and the API, submit a prompt, stream the answer"
+    )
+    parser.add_argument("prompt", nargs="?", default=DEFAULT_PROMPT, help="the question to ask")
+    add_backend_options(parser)
+    parser.add_argument("--json", action="store_true", help="print each event as a JSON line")
+    parser.add_argument(
+        "--token-rate", type=float, help="demo model tokens per second (RUNSTREAM_DEMO_TOKEN_RATE)"
+    )
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from runstream.core.redis_client import masked_url
+    from runstream.core.settings import load_settings
+
+    settings = load_settings(**settings_overrides(args, token_rate="demo_token_rate"))
+    logger.info(
+        "demo: backend %s, list mode %s, configured Redis %s",
+        settings.backend,
+        settings.list_mode if settings.backend == "list" else "-",
+        masked_url(settings.redis_url),
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    output = Output(as_json=args.json)
+    try:
+        stats = _run_in_stack(args, settings, output)
+    except KeyboardInterrupt:
+        print("runstream demo: interrupted; stopped what it started", file=sys.stderr)
+        return 130
+    return output.finish(stats)
+
+
+def _run_in_stack(args: argparse.Namespace, settings: Settings, output: Output) -> Stats:
+    with ExitStack() as stack:
+        redis = stack.enter_context(redis_for_run(settings.redis_url))
+        output.redis(redis)
+        logs = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="runstream-demo-")))
+        port = free_port()
+        env = child_env(settings.backend, settings.list_mode, redis.url, port)
+        env["RUNSTREAM_DEMO_TOKEN_RATE"] = repr(settings.demo_token_rate)
+        children = [stack.enter_context(Child.start(name, env, logs)) for name in ("worker", "api")]
+        return asyncio.run(stream_demo(f"http://127.0.0.1:{port}", args.prompt, children, output))
+
+
+# Redis for the run ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RedisForRun:
+    url: str
+    source: str  # "configured", "redis-server" or "fakeredis"
+    note: str
+
+
+@contextmanager
+def redis_for_run(configured_url: str) -> Iterator[RedisForRun]:
+    """The configured Redis if it answers PING, else an embedded server for this run."""
+    from runstream.core.redis_client import masked_url
+
+    problem = ping_problem(configured_url)
+    if problem is None:
+        note = f"Redis: using the configured server at {masked_url(configured_url)}"
+        yield RedisForRun(configured_url, "configured", note)
+        return
+
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    nothing = f"nothing answers at {masked_url(configured_url)} ({problem})"
+    binary = shutil.which("redis-server")
+    if binary is not None:
+        with _redis_server(binary, port):
+            note = f"Redis: {nothing}; started an embedded redis-server at {url} for this run"
+            yield RedisForRun(url, "redis-server", note)
+    else:
+        with _fakeredis_server(port):
+            note = f"Redis: {nothing}; started an embedded fakeredis server at {url} for this run"
+            yield RedisForRun(url, "fakeredis", note)
+
+
+def ping_problem(url: str) -> str | None:
+    """None if a Redis at `url` answers PING; else why not. Raise if it refuses us."""
+    import redis
+
+    client = redis.Redis.from_url(
+        url, socket_connect_timeout=PING_TIMEOUT, socket_timeout=PING_TIMEOUT
+    )
+    try:
+        client.ping()
+    except redis.AuthenticationError as err:
+        raise DemoError(f"the Redis at RUNSTREAM_REDIS_URL refused our login: {err}") from err
+    except (redis.ConnectionError, redis.TimeoutError) as err:
+        return str(err) or type(err).__name__
+    finally:
+        client.close()
+    return None
+
+
+@contextmanager
+def _redis_server(binary: str, port: int) -> Iterator[None]:
+    with tempfile.TemporaryDirectory(prefix="runstream-redis-") as workdir:
+        args = [binary, "--port", str(port), "--bind", "127.0.0.1"]
+        args += ["--save", "", "--appendonly", "no", "--dir", workdir]
+        with Child.start_command("redis-server", args, os.environ.copy(), Path(workdir)) as child:
+            _wait_for_ping(f"redis://127.0.0.1:{port}/0", child)
+            yield
+
+
+@contextmanager
+def _fakeredis_server(port: int) -> Iterator[None]:
+    from fakeredis import TcpFakeServer
+
+    server = TcpFakeServer(("127.0.0.1", port))
+    thread = threading.Thread(target=server.serve_forever, name="fakeredis", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(STOP_GRACE)
+
+
+def _wait_for_ping(url: str, child: Child) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while ping_problem(url) is not None:
+        child.check_alive()
+        if time.monotonic() > deadline:
+            raise DemoError(f"the embedded redis-server did not answer at {url}")
+        time.sleep(0.05)
+
+
+def free_port() -> int:
+    """A TCP port free on the loopback interface right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+# Child processes --------------------------------------------------------------------------
+
+
+def child_env(backend: str, list_mode: str, redis_url: str, port: int) -> dict[str, str]:
+    """The environment of the demo's worker and API: our settings, our Redis, our port."""
+    env = os.environ.copy()
+    env.update(
+        RUNSTREAM_REDIS_URL=redis_url,
+        RUNSTREAM_BACKEND=backend,
+        RUNSTREAM_LIST_MODE=list_mode,
+        RUNSTREAM_API_HOST="127.0.0.1",
+        RUNSTREAM_API_PORT=str(port),
+    )
+    return env
+
+
+@dataclass
+class Child:
+    """A process the demo started, with its output in a log file."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @classmethod
+    @contextmanager
+    def start(cls, command: str, env: dict[str, str], logs: Path) -> Iterator[Child]:
+        """`runstream <command>` with this Python; stopped when the block ends."""
+        args = [sys.executable, "-c", _CHILD_MAIN, command]
+        with cls.start_command(f"runstream {command}", args, env, logs) as child:
+            yield child
+
+    @classmethod
+    @contextmanager
+    def start_command(
+        cls, name: str, args: list[str], env: dict[str, str], logs: Path
+    ) -> Iterator[Child]:
+        log_path = logs / f"{name.replace(' ', '-')}.log"
+        with log_path.open("wb") as log:
+            # A session of its own: Ctrl-C reaches only the demo, which stops its children.
+            process = subprocess.Popen(
+                args, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+        child = cls(name, process, log_path)
+        logger.info("demo: started %s (pid %d)", name, process.pid)
+        try:
+            yield child
+        finally:
+            child.stop()
+
+    def check_alive(self) -> None:
+        code = self.process.poll()
+        if code is not None:
+            raise DemoError(f"{self.name} exited with code {code}; its last output:\n{self.tail()}")
+
+    def tail(self) -> str:
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return "  (no output)"
+        return "\n".join(f"  {line}" for line in lines[-LOG_TAIL_LINES:]) or "  (no output)"
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(STOP_GRACE)
+            except subprocess.TimeoutExpired:
+                logger.warning(
+                    "demo: %s ignored SIGTERM for %.0f s; killing it", self.name, STOP_GRACE
+                )
+                self.process.kill()
+                self.process.wait()
+        logger.info("demo: %s stopped (exit code %s)", self.name, self.process.returncode)
+
+
+# The job over HTTP ------------------------------------------------------------------------
+
+
+@dataclass
+class Stats:
+    started: float = field(default_factory=time.monotonic)
+    events: int = 0
+    tokens: int = 0
+    first_seq: int | None = None
+    last_seq: int | None = None
+    first_token_at: float | None = None
+    ended_at: float | None = None
+    done: bool = False
+    error: dict[str, Any] | None = None
+
+
+async def stream_demo(base_url: str, prompt: str, children: list[Child], output: Output) -> Stats:
+    """Submit `prompt` and read its stream, failing fast if a child process dies."""
+    import httpx
+
+    timeout = httpx.Timeout(10.0, read=120.0)
+    async with httpx.AsyncClient(base_url=base_url, timeout=timeout) as http:
+        watchdog = asyncio.create_task(_watch(children))
+        job = asyncio.create_task(_run_job(http, prompt, output))
+        try:
+            await asyncio.wait({watchdog, job}, return_when=asyncio.FIRST_COMPLETED)
+            if watchdog.done():
+                watchdog.result()  # raises the DemoError naming the process that exited
+            return job.result()
+        finally:
+            for task in (watchdog, job):
+                task.cancel()
+            await asyncio.gather(watchdog, job, return_exceptions=True)
+
+
+async def _watch(children: list[Child]) -> None:
+    while True:
+        for child in children:
+            child.check_alive()
+        await asyncio.sleep(0.1)
+
+
+async def _run_job(http: Any, prompt: str, output: Output) -> Stats:
+    import httpx
+    from httpx_sse import aconnect_sse
+
+    from runstream.core.events import Event
+
+    await _wait_healthy(http)
+    stats = Stats()
+    response = await http.post("/jobs", json={"prompt": prompt})
+    if response.status_code != 202:
+        raise DemoError(f"POST /jobs answered {response.status_code}: {response.text}")
+    job = response.json()
+    logger.info("demo: job %s submitted", job["job_id"])
+
+    try:
+        async with aconnect_sse(http, "GET", job["stream_url"]) as source:
+            source.response.raise_for_status()
+            async for sse in source.aiter_sse():
+                if not sse.data:
+                    # httpx-sse dispatches a heartbeat comment as an event with no data once
+                    # an id was seen; the SSE spec dispatches nothing for it.
+                    continue
+                event = Event.from_json(sse.data)
+                stats_add(stats, event)
+                output.event(event)
+    except httpx.HTTPError as err:
+        raise DemoError(f"reading {job['stream_url']} failed: {err!r}") from err
+    stats.ended_at = time.monotonic()
+    return stats
+
+
+async def _wait_healthy(http: Any) -> None:
+    import httpx
+
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    problem = "no answer"
+    while time.monotonic() < deadline:
+        try:
+            response = await http.get("/healthz")
+        except httpx.TransportError as err:
+            problem = repr(err)
+        else:
+            if response.status_code == 200:
+                return
+            problem = f"{response.status_code} {response.text}"
+        await asyncio.sleep(0.1)
+    raise DemoError(f"the API was not healthy within {STARTUP_TIMEOUT:.0f} s: {problem}")
+
+
+def stats_add(stats: Stats, event: Any) -> None:
+    stats.events += 1
+    if event.is_stored:
+        stats.first_seq = event.seq if stats.first_seq is None else stats.first_seq
+        stats.last_seq = event.seq
+    if event.type == "token":
+        stats.tokens += 1
+        stats.first_token_at = stats.first_token_at or time.monotonic()
+    elif event.type == "error":
+        stats.error = dict(event.payload)
+    elif event.type == "done":
+        stats.done = True
+
+
+# Output -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Output:
+    """What the demo prints: tokens and a summary, or one JSON line per event."""
+
+    as_json: bool
+    out: IO[str] = field(default_factory=lambda: sys.stdout)
+
+    def redis(self, redis: RedisForRun) -> None:
+        if self.as_json:
+            line = json.dumps({"redis": {"url": redis.url, "source": redis.source}})
+        else:
+            line = redis.note
+        print(line, file=self.out, flush=True)
+
+    def event(self, event: Any) -> None:
+        if self.as_json:
+            print(event.to_json(), file=self.out, flush=True)
+        elif event.type == "token":
+            self.out.write(str(event.payload.get("text", "")))
+            self.out.flush()
+
+    def finish(self, stats: Stats) -> int:
+        if not self.as_json:
+            self.out.write("\n\n")
+            self._summary(stats)
+        if stats.error is not None:
+            raise DemoError(f"the job failed: {json.dumps(stats.error, ensure_ascii=False)}")
+        if not stats.done:
+            raise DemoError("the stream ended before the job's done event")
+        return 0
+
+    def _summary(self, stats: Stats) -> None:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title="runstream demo", show_header=False)
+        seqs = "-" if stats.first_seq is None else f"{stats.first_seq}..{stats.last_seq}"
+        ttft = _seconds(stats.first_token_at, stats.started)
+        rows = [
+            ("events received", str(stats.events)),
+            ("tokens", str(stats.tokens)),
+            ("seq range", seqs),
+            ("time to first token", ttft),
+            ("total time", _seconds(stats.ended_at, stats.started)),
+            ("done arrived", "yes" if stats.done else "no"),
+        ]
+        for name, value in rows:
+            table.add_row(name, value)
+        Console(file=self.out, highlight=False, width=80).print(table)
+
+
+def _seconds(at: float | None, since: float) -> str:
+    return "-" if at is None else f"{at - since:.3f} s"
