@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -252,16 +253,20 @@ class Child:
         return "\n".join(f"  {line}" for line in lines[-LOG_TAIL_LINES:]) or "  (no output)"
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
+        """SIGTERM; a second SIGTERM after a second (a worker then ends its running jobs
+        with an `error` event instead of finishing them); SIGKILL after `STOP_GRACE`."""
+        for signal_, wait in ((signal.SIGTERM, 1.0), (signal.SIGTERM, STOP_GRACE - 1.0)):
+            if self.process.poll() is not None:
+                break
+            self.process.send_signal(signal_)
             try:
-                self.process.wait(STOP_GRACE)
+                self.process.wait(wait)
             except subprocess.TimeoutExpired:
-                logger.warning(
-                    "demo: %s ignored SIGTERM for %.0f s; killing it", self.name, STOP_GRACE
-                )
-                self.process.kill()
-                self.process.wait()
+                continue
+        if self.process.poll() is None:
+            logger.warning("demo: %s still runs after %.0f s; killing it", self.name, STOP_GRACE)
+            self.process.kill()
+            self.process.wait()
         logger.info("demo: %s stopped (exit code %s)", self.name, self.process.returncode)
 
 
