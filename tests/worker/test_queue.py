@@ -14,7 +14,7 @@ from runstream.core.settings import Settings
 from runstream.core.transport import open_transport
 from runstream.worker.queue import GROUP, InvalidJobInput, JobQueue, QueuedJob
 
-SHORT_LEASE = 0.3
+SHORT_LEASE = 0.5
 
 
 async def test_submit_writes_queued_status(

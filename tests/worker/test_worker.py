@@ -7,6 +7,7 @@ import sys
 import textwrap
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -17,13 +18,13 @@ from langgraph.graph import END, START, StateGraph
 from runstream.core.errors import ConfigError
 from runstream.core.events import Event
 from runstream.worker.demo_graph import build_demo_graph, demo_answer
-from runstream.worker.queue import GROUP, JobQueue
+from runstream.worker.queue import GROUP, JobQueue, QueuedJob
 from runstream.worker.runner import Graph
 from runstream.worker.worker import Worker, load_graph
 
 from .conftest import Setup
 
-LEASE = 0.3
+LEASE = 0.6
 
 
 @pytest.fixture
@@ -247,18 +248,44 @@ async def test_job_whose_lease_was_taken_is_cancelled_without_events(setup: Setu
     async with Started(setup, build_demo_graph(20), block_ms=50) as started:
         await started.queue.submit("stolen", {"prompt": "p"})
         await wait_until(lambda: _has_events(setup, "stolen", 3))
-        [pending] = await setup.redis.xpending_range(started.queue.stream, GROUP, "-", "+", 1)
-        await setup.redis.xclaim(
-            started.queue.stream, GROUP, "thief", 0, [pending["message_id"]], justid=True
-        )
+        [job] = [job for job, _ in started.worker._running.values()]
+        await setup.redis.xclaim(started.queue.stream, GROUP, "thief", 0, [job.entry_id])
+        # The thief stays alive: it renews its lease, so nobody takes the job back.
+        thief = asyncio.create_task(_keep_renewing(started.queue, "thief", job))
         await wait_until(lambda: _running_is_empty(started.worker), within=LEASE * 3)
         last = await setup.transport.last_seq("stolen")
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(LEASE * 2)
 
         assert await setup.transport.last_seq("stolen") == last
         assert await started.status_is("stolen", "running")
         [still] = await setup.redis.xpending_range(started.queue.stream, GROUP, "-", "+", 1)
         assert still["consumer"] == b"thief"
+        thief.cancel()
+
+
+async def _keep_renewing(queue: JobQueue, consumer: str, job: QueuedJob) -> None:
+    while True:
+        assert await queue.renew(consumer, [job]) == {job.entry_id}
+        await asyncio.sleep(LEASE / 3)
+
+
+async def test_worker_reclaiming_its_own_running_job_does_not_start_it_twice(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started = Started(setup, build_demo_graph(10_000))
+    await started.queue.submit("mine", {"prompt": "p"})
+    [job] = await started.queue.take("test-worker", count=1, block_ms=10)
+    running = asyncio.create_task(asyncio.sleep(30))
+    started.worker._running[job.entry_id] = (job, running)
+
+    async def take_own(consumer: str, count: int, block_ms: int) -> list[QueuedJob]:
+        return [replace(job, reclaimed=True)]
+
+    monkeypatch.setattr(started.queue, "take", take_own)
+    await started.worker._take_jobs()
+
+    assert started.worker._running == {job.entry_id: (job, running)}
+    running.cancel()
 
 
 async def _running_is_empty(worker: Worker) -> bool:

@@ -133,6 +133,10 @@ class Worker:
             return
         jobs = await self.queue.take(self.name, free, self.settings.block_ms)
         for job in jobs:
+            if job.entry_id in self._running:
+                # Our own job, idle past its lease because this process stalled: the
+                # claim just renewed it, and it is still running here.
+                continue
             task = asyncio.create_task(self._process(job), name=f"job-{job.job_id}")
             self._running[job.entry_id] = (job, task)
 
