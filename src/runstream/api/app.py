@@ -39,6 +39,7 @@ def create_app(settings: Settings, redis: Redis | None = None) -> FastAPI:
     app.add_exception_handler(JobNotFound, _error_status(404))
     app.add_exception_handler(ReaderConflict, _error_status(409))
     app.add_exception_handler(TransportUnavailable, _error_status(503))
+    app.add_exception_handler(RedisError, _redis_error)
     return app
 
 
@@ -80,6 +81,12 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
         f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in errors
     )
     return JSONResponse({"detail": errors, "message": message}, status_code=422)
+
+
+async def _redis_error(request: Request, exc: Exception) -> JSONResponse:
+    logger.warning("%s %s: Redis error: %r", request.method, request.url.path, exc)
+    detail = f"Redis is unavailable ({type(exc).__name__}: {exc}); retry shortly"
+    return JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": "1"})
 
 
 def _error_status(status_code: int) -> Any:

@@ -32,6 +32,7 @@ class Services:
     transport: Transport
     queue: JobQueue
     readers: asyncio.Semaphore = field(init=False)
+    active_readers: int = 0
 
     def __post_init__(self) -> None:
         self.readers = asyncio.Semaphore(reader_slots(self.settings))

@@ -99,6 +99,7 @@ async def _sse_events(
     # request, a client gone before the first byte) then holds nothing.
     last = after
     async with services.readers:
+        services.active_readers += 1
         try:
             async with _closing(services.transport.read(job_id, after)) as events:
                 async for event in events:
@@ -109,6 +110,7 @@ async def _sse_events(
             failure = {"reason": "transport_failed", "after_seq": last, "detail": str(err)}
             yield to_sse(Event("error", failure))
         finally:
+            services.active_readers -= 1
             logger.info("job %s: stream closed after seq %d", job_id, last)
 
 

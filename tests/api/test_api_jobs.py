@@ -7,10 +7,14 @@ import re
 import socket
 from collections.abc import AsyncIterator
 
+import httpx
+import pytest
 from redis.asyncio import Redis
 
 from api.support import Api, MakeApi
+from runstream.api import create_app
 from runstream.api.jobs import MAX_PROMPT_CHARS
+from runstream.core.settings import load_settings
 
 JOB_ID = re.compile(r"[A-Za-z0-9_-]{22}")
 
@@ -156,18 +160,39 @@ async def test_healthz_reports_redis_and_backend(api: Api) -> None:
     assert response.json() == {"redis": "ok", "backend": api.settings.backend_name}
 
 
-async def test_healthz_is_503_when_redis_does_not_answer(make_api: MakeApi) -> None:
+@pytest.fixture
+async def api_without_redis() -> AsyncIterator[httpx.AsyncClient]:
+    """The app with a Redis client pointed at a loopback port where nothing listens."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    api = await make_api(redis_url=f"redis://127.0.0.1:{port}/0", socket_connect_timeout=0.5)
-    dead = Redis.from_url(f"redis://127.0.0.1:{port}/0", socket_connect_timeout=0.5)
-    api.services.redis = dead
-    try:
-        response = await api.client.get("/healthz")
-    finally:
-        await dead.aclose()
+        url = f"redis://127.0.0.1:{probe.getsockname()[1]}/0"
+    dead = Redis.from_url(url, socket_connect_timeout=0.5)
+    app = create_app(load_settings(redis_url=url, backend="streams"), dead)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
+    ):
+        yield client
+    await dead.aclose()
+
+
+async def test_healthz_is_503_when_redis_does_not_answer(
+    api_without_redis: httpx.AsyncClient,
+) -> None:
+    response = await api_without_redis.get("/healthz")
 
     assert response.status_code == 503
-    assert response.json()["redis"] == "error"
-    assert response.json()["backend"] == "streams"
+    assert (response.json()["redis"], response.json()["backend"]) == ("error", "streams")
+
+
+@pytest.mark.parametrize(
+    ("method", "path"), [("POST", "/jobs"), ("GET", "/stream/j1"), ("GET", "/jobs/j1")]
+)
+async def test_requests_are_503_with_retry_after_when_redis_does_not_answer(
+    api_without_redis: httpx.AsyncClient, method: str, path: str
+) -> None:
+    response = await api_without_redis.request(method, path, json={"prompt": "p"})
+
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
+    assert response.json()["detail"].startswith("Redis is unavailable (ConnectionError: ")
