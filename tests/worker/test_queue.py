@@ -99,7 +99,7 @@ async def test_dead_workers_job_is_taken_over_after_the_lease(
     await asyncio.sleep(SHORT_LEASE + 0.2)
     [reclaimed] = await queue_2.take("live-worker", count=1, block_ms=10)
 
-    assert reclaimed == QueuedJob("orphan", {"prompt": "p"}, taken.entry_id, reclaimed=True)
+    assert reclaimed == QueuedJob("orphan", {"prompt": "p"}, taken.entry_id, True, deliveries=2)
     [pending] = await any_redis.xpending_range(queue_2.stream, GROUP, "-", "+", 10)
     assert pending["consumer"] == b"live-worker"
 

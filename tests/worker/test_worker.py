@@ -49,7 +49,7 @@ class Started:
     """A worker running in a task of the test's event loop."""
 
     def __init__(self, setup: Setup, graph: Graph, **overrides: Any) -> None:
-        self.setup = setup.with_settings(lease_seconds=LEASE, **overrides)
+        self.setup = setup.with_settings(**{"lease_seconds": LEASE, **overrides})
         self.queue = JobQueue(self.setup.redis, self.setup.settings)
         self.worker = Worker(
             self.setup.settings, graph, self.setup.transport, self.queue, name="test-worker"
@@ -158,6 +158,30 @@ async def test_taken_over_job_that_published_nothing_runs_from_the_start(setup: 
     assert events[-1].type == "done"
     text = "".join(e.payload["text"] for e in events if e.type == "token")
     assert text == demo_answer("explain")
+
+
+async def test_job_that_kept_killing_its_workers_is_not_run_again(setup: Setup) -> None:
+    lease = 0.2
+    queue = JobQueue(setup.redis, setup.with_settings(lease_seconds=lease).settings)
+    await queue.submit("poison", {"prompt": "p"})
+    [first] = await queue.take("dead-1", count=1, block_ms=10)
+    for n in (2, 3):
+        await asyncio.sleep(lease + 0.05)
+        [again] = await queue.take(f"dead-{n}", count=1, block_ms=10)
+        assert (again.entry_id, again.deliveries) == (first.entry_id, n)
+    await asyncio.sleep(lease + 0.05)
+
+    async with Started(setup, build_demo_graph(10_000), lease_seconds=lease, block_ms=50) as s:
+        await wait_until(lambda: s.status_is("poison", "failed"))
+    events = await read_all(setup, "poison")
+
+    assert [(e.seq, e.type) for e in events] == [(1, "error"), (2, "done")]
+    assert events[0].payload == {
+        "reason": "producer_lost",
+        "message": "3 workers stopped while running this job before it published anything; "
+        "it is not run again",
+        "after_seq": 0,
+    }
 
 
 async def test_taken_over_job_that_had_finished_is_only_acked(setup: Setup) -> None:

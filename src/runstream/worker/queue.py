@@ -24,7 +24,9 @@ Crash semantics (what a reclaimed job becomes):
   its consumers have already seen part of its output and a rerun would repeat or contradict
   it. The new owner publishes `error` {reason: "producer_lost", ...} then `done`, marks the
   job `failed`, and acks it. Consumers see the seq continue with no hole.
-- The job published nothing: it is run normally, from the start.
+- The job published nothing: it is run normally, from the start, unless workers have
+  already died on it `worker.MAX_DELIVERIES` times (a job that kills its worker, say); then it
+  ends with `error` {reason: "producer_lost"} then `done` too, instead of killing more.
 
 Why a Stream and not a reliable list: the consumer group keeps per-entry owner, idle time
 and delivery count in Redis itself, so takeover is one command and needs no sweeper.
@@ -36,7 +38,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 from redis.asyncio import Redis
@@ -102,12 +104,16 @@ class JobStatus:
 
 @dataclass(frozen=True, slots=True)
 class QueuedJob:
-    """A job a worker took from the queue. `entry_id` is what it renews and acks."""
+    """A job a worker took from the queue. `entry_id` is what it renews and acks.
+
+    `deliveries` counts the workers that have taken the job, this one included.
+    """
 
     job_id: str
     job_input: dict[str, Any]
     entry_id: str
     reclaimed: bool = False
+    deliveries: int = 1
 
 
 class JobQueue:
@@ -192,10 +198,25 @@ class JobQueue:
         )
         cursor, entries = reply[0], reply[1]
         self._claim_cursor = _text(cursor)
-        jobs = await self._parse_entries(entries, reclaimed=True)
+        jobs = await self._with_deliveries(await self._parse_entries(entries, reclaimed=True))
         for job in jobs:
-            logger.warning("job %s: lease expired, taken over by %s", job.job_id, consumer)
+            logger.warning(
+                "job %s: lease expired, taken over by %s (delivery %d)",
+                job.job_id,
+                consumer,
+                job.deliveries,
+            )
         return jobs
+
+    async def _with_deliveries(self, jobs: list[QueuedJob]) -> list[QueuedJob]:
+        if not jobs:
+            return jobs
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job in jobs:
+                pipe.xpending_range(self.stream, GROUP, job.entry_id, job.entry_id, 1)
+            replies = await pipe.execute()
+        counts = [reply[0]["times_delivered"] if reply else 1 for reply in replies]
+        return [replace(job, deliveries=count) for job, count in zip(jobs, counts, strict=True)]
 
     async def renew(self, consumer: str, jobs: Sequence[QueuedJob]) -> set[str]:
         """Renew the leases of `jobs`; return the entry ids this consumer still owns."""

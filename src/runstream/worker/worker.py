@@ -39,6 +39,9 @@ logger = logging.getLogger(__name__)
 # Seconds between attempts to take jobs while Redis is unreachable.
 RETRY_FIRST, RETRY_MAX = 0.1, 5.0
 
+# A job that published nothing is run again after its worker dies, at most this many times.
+MAX_DELIVERIES = 3
+
 PRODUCER_LOST = "producer_lost"
 WORKER_STOPPED = "worker_stopped"
 
@@ -170,13 +173,19 @@ class Worker:
             await self.queue.ack(job)
             return True
         last = await self.transport.last_seq(job.job_id) or 0
-        if last == 0:
+        if last > 0:
+            message = (
+                "the worker running this job stopped before it finished; the job is not run "
+                "again because part of its output was already published"
+            )
+        elif job.deliveries > MAX_DELIVERIES:
+            message = (
+                f"{job.deliveries - 1} workers stopped while running this job before it "
+                "published anything; it is not run again"
+            )
+        else:
             logger.info("job %s published nothing before its worker died; running it", job.job_id)
             return False
-        message = (
-            "the worker running this job stopped before it finished; the job is not run "
-            "again because part of its output was already published"
-        )
         await self._abandon(job, PRODUCER_LOST, message, last)
         return True
 
