@@ -22,6 +22,7 @@ before `done`; a graph that raises ends with `error` {type, message} then `done`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -176,10 +177,12 @@ class JobRunner:
         error = None
         try:
             stream = self.graph.astream(graph_input(job_input), stream_mode=STREAM_MODES)
-            async for mode, data in stream:
-                event = translator.event(mode, data)
-                if event is not None:
-                    await pending.put(event)
+            # Closed here, not by the garbage collector, also when the job is cancelled.
+            async with contextlib.aclosing(stream):
+                async for mode, data in stream:
+                    event = translator.event(mode, data)
+                    if event is not None:
+                        await pending.put(event)
         except Exception as exc:
             logger.exception("job %s: graph raised %s", job_id, type(exc).__name__)
             error = {"type": type(exc).__name__, "message": str(exc)}
