@@ -191,3 +191,35 @@ async def test_gap_event_carries_no_id(api: Api) -> None:
     gap = Event.from_json(data_line.removeprefix("data: "))
     assert (gap.seq, gap.type, dict(gap.payload)) == (0, "gap", {"first": 2, "last": 3, "count": 2})
     assert frames[1] == f"event: gap\ndata: {gap.to_json()}"
+
+
+@pytest.mark.parametrize("mode", ["poll", "blocking"])
+async def test_resume_on_a_list_mode_that_pops_is_409_naming_the_setting(
+    make_api: MakeApi, mode: str
+) -> None:
+    api = await make_api(backend="list", list_mode=mode)
+    await publish_job(api)
+
+    response = await api.client.get("/stream/job-1", headers={"Last-Event-ID": "2"})
+
+    assert response.status_code == 409
+    assert response.json() == {
+        "detail": f"backend list-{mode} removes events as it reads them, so a stream cannot "
+        "resume after a seq; set RUNSTREAM_LIST_MODE=reliable or RUNSTREAM_BACKEND=streams"
+    }
+
+
+@pytest.mark.parametrize("mode", ["poll", "blocking"])
+async def test_list_mode_that_pops_streams_a_first_read(make_api: MakeApi, mode: str) -> None:
+    api = await make_api(backend="list", list_mode=mode, block_ms=100)
+    # Published directly, `done` included: reading it back would pop it.
+    published = [Event("token", {"text": t}, ts=1.0) for t in PAYLOAD_TEXTS]
+    published.append(Event("done", {"tokens": 5}, ts=2.0))
+    seqs = await api.services.transport.publish_many("job-1", published)
+    events = [
+        Event(e.type, e.payload, e.trace_id, s, e.ts) for e, s in zip(published, seqs, strict=True)
+    ]
+
+    response = await api.client.get("/stream/job-1")
+
+    assert response.text == "".join(frame(event) for event in events)

@@ -33,6 +33,8 @@ _SEQ = re.compile(r"[0-9]{1,18}")
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 RETRY_AFTER_SECONDS = 1
 MIN_SEND_TIMEOUT = 10.0
+# List modes that pop events as they read them: nothing is left to resume from.
+DESTRUCTIVE_BACKENDS = frozenset({"list-poll", "list-blocking"})
 
 
 def parse_last_event_id(header: str | None, query: str | None) -> int:
@@ -59,6 +61,8 @@ async def stream_job(
     if await _nothing_after(services, job_id, after):
         # 204 tells a browser's EventSource to stop reconnecting: it has seen `done`.
         return Response(status_code=204)
+    if after > 0 and services.settings.backend_name in DESTRUCTIVE_BACKENDS:
+        raise HTTPException(409, _cannot_resume(services.settings.backend_name))
     if services.readers.locked():
         raise HTTPException(
             503,
@@ -75,6 +79,13 @@ async def stream_job(
         ping_message_factory=_heartbeat,
         sep="\n",
         send_timeout=max(MIN_SEND_TIMEOUT, 2 * settings.heartbeat),
+    )
+
+
+def _cannot_resume(backend_name: str) -> str:
+    return (
+        f"backend {backend_name} removes events as it reads them, so a stream cannot resume "
+        "after a seq; set RUNSTREAM_LIST_MODE=reliable or RUNSTREAM_BACKEND=streams"
     )
 
 
