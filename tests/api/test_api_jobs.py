@@ -47,6 +47,20 @@ async def test_submitted_job_is_queued_with_its_input(api: Api) -> None:
     assert inputs == [{"prompt": "안녕"}, {"prompt": "안녕", "input": {"k": [1]}}]
 
 
+async def test_trace_id_reaches_the_job_input(api: Api) -> None:
+    await api.client.post("/jobs", json={"prompt": "p", "trace_id": "trace-7"})
+
+    [(_, fields)] = await api.services.redis.xrange("rs:jobs")
+    assert json.loads(fields[b"input"]) == {"prompt": "p", "trace_id": "trace-7"}
+
+
+async def test_openapi_documents_the_job_body(api: Api) -> None:
+    response = await api.client.get("/openapi.json")
+
+    body = response.json()["paths"]["/jobs"]["post"]["requestBody"]
+    assert body["content"]["application/json"]["schema"]["required"] == ["prompt"]
+
+
 async def test_invalid_json_is_422_naming_the_body(api: Api) -> None:
     response = await api.client.post(
         "/jobs", content=b'{"prompt": "x"', headers={"content-type": "application/json"}

@@ -113,8 +113,9 @@ def wait_healthy(api: Proc) -> None:
     raise AssertionError(f"{api.name} not healthy in time:\n{api.output()}")
 
 
-def submit(api: Proc, prompt: str) -> str:
-    response = httpx.post(f"{api.base_url}/jobs", json={"prompt": prompt}, timeout=5)
+def submit(api: Proc, prompt: str, **fields: str) -> str:
+    body = {"prompt": prompt, **fields}
+    response = httpx.post(f"{api.base_url}/jobs", json=body, timeout=5)
     assert response.status_code == 202, response.text
     job_id: str = response.json()["job_id"]
     return job_id

@@ -55,7 +55,9 @@ def test_demo_with_the_configured_redis(base_env: dict[str, str], redis_url: str
 def test_demo_without_redis_starts_redis_server(backend: str) -> None:
     url = nothing_listens()
 
-    result = run_demo(demo_env(url), "How do they differ?", "--backend", backend)
+    result = run_demo(
+        demo_env(url), "How do they differ?", "--backend", backend, "--token-rate", "400"
+    )
 
     assert result.returncode == 0, result.stderr
     first = result.stdout.splitlines()[0]

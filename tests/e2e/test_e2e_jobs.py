@@ -23,11 +23,12 @@ def test_job_streams_the_demo_answer(make_procs: MakeProcs, backend: str) -> Non
     procs.worker()
     api = procs.api()
 
-    job_id = submit(api, PROMPT)
+    job_id = submit(api, PROMPT, trace_id="trace-e2e")
     events = read_events(api, job_id)
 
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
     assert token_text(events) == demo_answer(PROMPT)
+    assert {e.trace_id for e in events} == {"trace-e2e"}
     assert events[-1].type == "done"
     assert [e.type for e in events].count("error") == 0
     status = httpx.get(f"{api.base_url}/jobs/{job_id}").json()

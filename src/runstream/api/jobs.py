@@ -23,12 +23,17 @@ JOB_ID_BYTES = 16  # secrets.token_urlsafe(16): 22 characters of A-Z a-z 0-9 _ -
 
 
 class JobRequest(BaseModel):
-    """The body of `POST /jobs`."""
+    """The body of `POST /jobs`.
+
+    `input`, when given, is the graph's input as is; otherwise the graph gets
+    `{"prompt": prompt}`. `trace_id` is copied into every event of the job.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
     input: dict[str, Any] | None = None
+    trace_id: str | None = Field(None, max_length=128)
 
     @field_validator("prompt")
     @classmethod
