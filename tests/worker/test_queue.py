@@ -191,3 +191,20 @@ async def test_queue_survives_a_deleted_stream(
     assert await queue.take("w", count=1, block_ms=10) == []
     await queue.submit("after", {"prompt": "p"})
     assert [j.job_id for j in await queue.take("w", count=1, block_ms=10)] == ["after"]
+
+
+async def test_retire_removes_only_a_consumer_without_pending_jobs(
+    any_redis: Redis, make_settings: Callable[..., Settings]
+) -> None:
+    queue = JobQueue(any_redis, make_settings())
+    await queue.submit("held", {"prompt": "p"})
+    [job] = await queue.take("busy", count=1, block_ms=10)
+    assert await queue.take("idle", count=1, block_ms=10) == []
+
+    assert await queue.retire("idle") is True
+    assert await queue.retire("busy") is False
+    consumers = await any_redis.xinfo_consumers(queue.stream, GROUP)
+    assert [(c["name"], c["pending"]) for c in consumers] == [(b"busy", 1)]
+    await queue.ack(job)
+    assert await queue.retire("busy") is True
+    assert await any_redis.xinfo_consumers(queue.stream, GROUP) == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 import textwrap
 import time
@@ -14,6 +15,7 @@ from typing import Any, TypedDict
 import pytest
 from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from runstream.core.errors import ConfigError
 from runstream.core.events import Event
@@ -107,6 +109,41 @@ async def test_worker_runs_jobs_concurrently_up_to_its_limit(setup: Setup) -> No
         assert [(e.seq, e.type) for e in events] == [(1, "custom"), (2, "update"), (3, "done")]
         assert events[0].payload == {"started": f"p{n}"}
     assert await setup.redis.xlen(started.queue.stream) == 0
+
+
+async def test_worker_leaves_the_consumer_group_when_it_stops(setup: Setup) -> None:
+    async with Started(setup, build_demo_graph(10_000), block_ms=50) as started:
+        await started.queue.submit("one", {"prompt": "p"})
+        await wait_until(lambda: started.status_is("one", "done"))
+        names = [c["name"] for c in await setup.redis.xinfo_consumers(started.queue.stream, GROUP)]
+        assert names == [b"test-worker"]
+
+    assert await setup.redis.xinfo_consumers(started.queue.stream, GROUP) == []
+
+
+async def test_worker_keeps_taking_jobs_after_redis_was_unreachable(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    started = Started(setup, build_demo_graph(10_000), block_ms=50)
+    real_take = started.queue.take
+    failures = [RedisConnectionError("Connection refused")] * 2
+
+    async def flaky_take(consumer: str, count: int, block_ms: int) -> list[QueuedJob]:
+        if failures:
+            raise failures.pop()
+        return await real_take(consumer, count, block_ms)
+
+    monkeypatch.setattr(started.queue, "take", flaky_take)
+    with caplog.at_level(logging.WARNING, logger="runstream.worker.worker"):
+        async with started:
+            await started.queue.submit("later", {"prompt": "p"})
+            await wait_until(lambda: started.status_is("later", "done"))
+
+    retries = [r.getMessage() for r in caplog.records if "Redis unavailable" in r.getMessage()]
+    assert retries == [
+        "worker test-worker: Redis unavailable (Connection refused); retry in 0.1 s",
+        "worker test-worker: Redis unavailable (Connection refused); retry in 0.2 s",
+    ]
 
 
 async def take_and_die(setup: Setup, job_id: str, prompt: str = "p") -> JobQueue:

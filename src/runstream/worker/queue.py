@@ -242,6 +242,20 @@ class JobQueue:
             pipe.xdel(self.stream, entry_id)
             await pipe.execute()
 
+    async def retire(self, consumer: str) -> bool:
+        """Remove a stopping worker's consumer from the group, if it holds no pending job.
+
+        A consumer that still holds jobs is kept, or its jobs would leave the PEL and never
+        be taken over (https://redis.io/docs/latest/commands/xgroup-delconsumer/).
+        """
+        held = await self.redis.xpending_range(
+            self.stream, GROUP, "-", "+", 1, consumername=consumer
+        )
+        if held:
+            return False
+        await self.redis.xgroup_delconsumer(self.stream, GROUP, consumer)
+        return True
+
     async def mark_running(self, job_id: str, consumer: str) -> None:
         meta = self.keys.job(job_id).meta
         fields: dict[FieldT, EncodableT] = {

@@ -106,7 +106,17 @@ class Worker:
         finally:
             renewer.cancel()
             await asyncio.gather(renewer, return_exceptions=True)
+        await self._retire()
         logger.info("worker %s: stopped", self.name)
+
+    async def _retire(self) -> None:
+        try:
+            retired = await self.queue.retire(self.name)
+        except (RedisConnectionError, RedisTimeoutError) as err:
+            logger.warning("worker %s: could not leave the consumer group (%s)", self.name, err)
+            return
+        if not retired:
+            logger.info("worker %s: stays in the consumer group, holding pending jobs", self.name)
 
     def install_signal_handlers(self) -> None:
         """Call `stop()` on SIGTERM and SIGINT (the event loop must be running)."""
