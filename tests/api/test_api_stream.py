@@ -223,3 +223,28 @@ async def test_list_mode_that_pops_streams_a_first_read(make_api: MakeApi, mode:
     response = await api.client.get("/stream/job-1")
 
     assert response.text == "".join(frame(event) for event in events)
+
+
+async def test_stored_event_that_cannot_be_re_encoded_becomes_an_error_event(api: Api) -> None:
+    transport = api.services.transport
+    await transport.publish("job-nan", Event("token", {"text": "a"}, ts=1.0))
+    # Another tool wrote JSON our encoder refuses: NaN is valid for json.loads only.
+    key = "rs:{job-nan}:stream" if api.settings.backend == "streams" else "rs:{job-nan}:list"
+    raw = '{"seq":2,"type":"token","payload":{"x":NaN},"trace_id":"","ts":1.0}'
+    await api.services.redis.incr("rs:{job-nan}:seq")
+    if api.settings.backend == "streams":
+        await api.services.redis.xadd(key, {"e": raw}, id="0-2")
+    else:
+        await api.services.redis.rpush(key, raw)
+    await transport.finish("job-nan")
+
+    response = await api.client.get("/stream/job-nan")
+
+    frames = response.text.split("\n\n")[:-1]
+    assert [f.split("\n")[0] for f in frames] == ["id: 1", "event: error", "id: 3"]
+    error = Event.from_json(frames[1].split("\n")[1].removeprefix("data: "))
+    assert (error.seq, error.payload["reason"], error.payload["position"]) == (
+        0,
+        "bad_event",
+        "seq 2",
+    )

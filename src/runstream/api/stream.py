@@ -22,7 +22,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from runstream.api.jobs import JobId
 from runstream.api.services import Services, get_services
-from runstream.core.errors import RunstreamError
+from runstream.core.errors import InvalidEvent, RunstreamError
 from runstream.core.events import Event
 
 logger = logging.getLogger(__name__)
@@ -115,11 +115,11 @@ async def _sse_events(
             async with _closing(services.transport.read(job_id, after)) as events:
                 async for event in events:
                     last = max(last, event.seq)
-                    yield to_sse(event)
+                    yield _encoded(job_id, event)
         except (RedisError, RunstreamError) as err:
             logger.exception("job %s: stream failed after seq %d", job_id, last)
-            failure = {"reason": "transport_failed", "after_seq": last, "detail": str(err)}
-            yield to_sse(Event("error", failure))
+            failure = {"reason": "transport_failed", "after_seq": last, "type": type(err).__name__}
+            yield to_sse(Event("error", {**failure, "detail": str(err)}))
         finally:
             services.active_readers -= 1
             logger.info("job %s: stream closed after seq %d", job_id, last)
@@ -134,6 +134,16 @@ async def _closing(events: AsyncIterator[Event]) -> AsyncIterator[AsyncIterator[
         aclose = getattr(events, "aclose", None)
         if aclose is not None:
             await aclose()
+
+
+def _encoded(job_id: str, event: Event) -> ServerSentEvent:
+    try:
+        return to_sse(event)
+    except InvalidEvent as err:
+        # Stored JSON can hold what our encoder refuses (NaN, say); say so and go on.
+        logger.error("job %s: event seq %d cannot be re-encoded: %s", job_id, event.seq, err)
+        problem = {"reason": "bad_event", "position": f"seq {event.seq}", "detail": str(err)}
+        return to_sse(Event("error", {**problem, "after_seq": event.seq}))
 
 
 def to_sse(event: Event) -> ServerSentEvent:
