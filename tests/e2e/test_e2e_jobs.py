@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from e2e.raising_graph import MESSAGE
-from e2e.support import Procs, read_events, submit, token_text
+from e2e.support import Procs, free_port, read_events, submit, token_text
 from runstream.worker.demo_graph import demo_answer
 
 PROMPT = "Redis Streams와 리스트의 차이를 알려줘"
@@ -134,3 +134,28 @@ def test_bad_input_over_http(make_procs: MakeProcs) -> None:
     assert bad_resume.json() == {
         "detail": "Last-Event-ID must be a whole number >= 0 (a seq), got 'abc'"
     }
+
+
+def test_api_process_logs_its_settings_with_the_password_masked(make_procs: MakeProcs) -> None:
+    dead_url = f"redis://:hunter2@127.0.0.1:{free_port()}/0"
+    procs = make_procs("list-reliable", RUNSTREAM_REDIS_URL=dead_url)
+    port = free_port()
+    api = procs.start("api", "--port", str(port), "--list-mode", "blocking")
+
+    health = _first_answer(f"http://127.0.0.1:{port}/healthz")
+
+    assert (health.status_code, health.json()["backend"]) == (503, "list-blocking")
+    log = api.output()
+    masked = dead_url.replace("hunter2", "***")
+    assert f"api: backend list, list mode blocking, Redis {masked}, listening on" in log
+    assert "hunter2" not in log + health.text
+
+
+def _first_answer(url: str) -> httpx.Response:
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            return httpx.get(url, timeout=5)
+        except httpx.TransportError:
+            assert time.monotonic() < deadline, "the API did not answer"
+            time.sleep(0.05)
