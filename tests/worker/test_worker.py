@@ -50,11 +50,13 @@ async def read_all(setup: Setup, job_id: str) -> list[Event]:
 class Started:
     """A worker running in a task of the test's event loop."""
 
-    def __init__(self, setup: Setup, graph: Graph, **overrides: Any) -> None:
+    def __init__(
+        self, setup: Setup, graph: Graph, name: str = "test-worker", **overrides: Any
+    ) -> None:
         self.setup = setup.with_settings(**{"lease_seconds": LEASE, **overrides})
         self.queue = JobQueue(self.setup.redis, self.setup.settings)
         self.worker = Worker(
-            self.setup.settings, graph, self.setup.transport, self.queue, name="test-worker"
+            self.setup.settings, graph, self.setup.transport, self.queue, name=name
         )
         self.task: asyncio.Task[None] | None = None
 
@@ -144,6 +146,22 @@ async def test_worker_keeps_taking_jobs_after_redis_was_unreachable(
         "worker test-worker: Redis unavailable (Connection refused); retry in 0.1 s",
         "worker test-worker: Redis unavailable (Connection refused); retry in 0.2 s",
     ]
+
+
+async def test_a_job_longer_than_its_lease_is_not_taken_by_another_worker(setup: Setup) -> None:
+    active, peak = [0], [0]
+    graph = sleepy_graph(LEASE * 4, active, peak)
+    async with (
+        Started(setup, graph, name="owner", block_ms=50) as owner,
+        Started(setup, graph, name="other", block_ms=50),
+    ):
+        await owner.queue.submit("long", {"prompt": "p"})
+        await wait_until(lambda: owner.status_is("long", "done"))
+    events = await read_all(setup, "long")
+
+    assert [(e.seq, e.type) for e in events] == [(1, "custom"), (2, "update"), (3, "done")]
+    assert peak == [1]
+    assert await owner.status_is("long", "done")
 
 
 async def take_and_die(setup: Setup, job_id: str, prompt: str = "p") -> JobQueue:
