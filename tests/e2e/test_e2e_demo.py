@@ -62,7 +62,8 @@ def test_demo_without_redis_starts_redis_server(backend: str) -> None:
     assert result.returncode == 0, result.stderr
     first = result.stdout.splitlines()[0]
     assert first.startswith(f"Redis: nothing answers at {url} (")
-    assert "; started an embedded redis-server at redis://127.0.0.1:" in first
+    assert "; using an embedded redis-server at redis://127.0.0.1:" in first
+    assert first.endswith("/0 for this run")
     assert f"\n{demo_answer('How do they differ?')}\n" in result.stdout
 
 
@@ -113,7 +114,7 @@ def test_ctrl_c_stops_every_process_the_demo_started() -> None:
             demo.kill()
             demo.wait()
 
-    assert "started an embedded redis-server" in first
+    assert "using an embedded redis-server" in first
     assert first_token == demo_answer(PROMPT)[0]
     assert len(children) == 3  # redis-server, worker, API
     assert demo.returncode == 130

@@ -41,6 +41,7 @@ STARTUP_TIMEOUT = 30.0
 STOP_GRACE = 5.0
 PING_TIMEOUT = 1.0
 LOG_TAIL_LINES = 20
+_LABELS = {"redis-server": "redis-server", "fakeredis": "fakeredis server"}
 _CHILD_MAIN = "import sys; from runstream.cli import main; sys.exit(main())"
 
 
@@ -62,16 +63,9 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from runstream.core.redis_client import masked_url
     from runstream.core.settings import load_settings
 
     settings = load_settings(**settings_overrides(args, token_rate="demo_token_rate"))
-    logger.info(
-        "demo: backend %s, list mode %s, configured Redis %s",
-        settings.backend,
-        settings.list_mode if settings.backend == "list" else "-",
-        masked_url(settings.redis_url),
-    )
     logging.getLogger("httpx").setLevel(logging.WARNING)
     output = Output(as_json=args.json)
     try:
@@ -83,9 +77,18 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_in_stack(args: argparse.Namespace, settings: Settings, output: Output) -> Stats:
+    from runstream.core.redis_client import masked_url
+
+    redis = choose_redis(settings.redis_url)
+    output.redis(redis)
+    logger.info(
+        "demo: backend %s, list mode %s, Redis %s",
+        settings.backend,
+        settings.list_mode if settings.backend == "list" else "-",
+        masked_url(redis.url),
+    )
     with ExitStack() as stack:
-        redis = stack.enter_context(redis_for_run(settings.redis_url))
-        output.redis(redis)
+        stack.enter_context(embedded_server(redis))
         logs = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="runstream-demo-")))
         port = free_port()
         env = child_env(settings.backend, settings.list_mode, redis.url, port)
@@ -102,31 +105,40 @@ class RedisForRun:
     url: str
     source: str  # "configured", "redis-server" or "fakeredis"
     note: str
+    port: int = 0
 
 
-@contextmanager
-def redis_for_run(configured_url: str) -> Iterator[RedisForRun]:
-    """The configured Redis if it answers PING, else an embedded server for this run."""
+def choose_redis(configured_url: str) -> RedisForRun:
+    """The configured Redis if it answers PING, else an embedded server to start."""
     from runstream.core.redis_client import masked_url
 
     problem = ping_problem(configured_url)
     if problem is None:
         note = f"Redis: using the configured server at {masked_url(configured_url)}"
-        yield RedisForRun(configured_url, "configured", note)
-        return
+        return RedisForRun(configured_url, "configured", note)
 
     port = free_port()
     url = f"redis://127.0.0.1:{port}/0"
-    nothing = f"nothing answers at {masked_url(configured_url)} ({problem})"
+    source = "redis-server" if shutil.which("redis-server") else "fakeredis"
+    note = (
+        f"Redis: nothing answers at {masked_url(configured_url)} ({problem}); "
+        f"using an embedded {_LABELS[source]} at {url} for this run"
+    )
+    return RedisForRun(url, source, note, port)
+
+
+@contextmanager
+def embedded_server(redis: RedisForRun) -> Iterator[None]:
+    """Run the embedded server `redis` names, if any, until the block ends."""
     binary = shutil.which("redis-server")
-    if binary is not None:
-        with _redis_server(binary, port):
-            note = f"Redis: {nothing}; started an embedded redis-server at {url} for this run"
-            yield RedisForRun(url, "redis-server", note)
+    if redis.source == "configured":
+        yield
+    elif redis.source == "redis-server" and binary is not None:
+        with _redis_server(binary, redis.port):
+            yield
     else:
-        with _fakeredis_server(port):
-            note = f"Redis: {nothing}; started an embedded fakeredis server at {url} for this run"
-            yield RedisForRun(url, "fakeredis", note)
+        with _fakeredis_server(redis.port):
+            yield
 
 
 def ping_problem(url: str) -> str | None:
@@ -234,7 +246,7 @@ class Child:
                 start_new_session=True,
             )  # fmt: skip
         child = cls(name, process, log_path)
-        logger.info("demo: started %s (pid %d)", name, process.pid)
+        logger.debug("demo: started %s (pid %d)", name, process.pid)
         try:
             yield child
         finally:
@@ -267,7 +279,7 @@ class Child:
             logger.warning("demo: %s still runs after %.0f s; killing it", self.name, STOP_GRACE)
             self.process.kill()
             self.process.wait()
-        logger.info("demo: %s stopped (exit code %s)", self.name, self.process.returncode)
+        logger.debug("demo: %s stopped (exit code %s)", self.name, self.process.returncode)
 
 
 # The job over HTTP ------------------------------------------------------------------------
