@@ -149,6 +149,53 @@ async def test_worker_killed_mid_job_is_ended_as_producer_lost_by_another(
     assert status.status == "failed"
 
 
+USER_GRAPH = """
+from typing import TypedDict
+
+from langgraph.config import get_stream_writer
+from langgraph.graph import END, START, StateGraph
+
+
+class State(TypedDict, total=False):
+    question: str
+    answer: str
+
+
+def respond(state: State) -> State:
+    get_stream_writer()({"heard": state["question"]})
+    return {"answer": state["question"].upper()}
+
+
+def make_graph():
+    builder = StateGraph(State)
+    builder.add_node("respond", respond)
+    builder.add_edge(START, "respond")
+    builder.add_edge("respond", END)
+    return builder.compile()
+"""
+
+
+async def test_worker_process_runs_a_user_graph_from_the_current_directory(
+    tmp_path: Path, workers: list[WorkerProcess], client: Redis, redis_url: str
+) -> None:
+    (tmp_path / "my_graph.py").write_text(USER_GRAPH)
+    env = clean_env(redis_url=redis_url, block_ms="200")
+    worker = WorkerProcess(tmp_path, env, "--graph", "my_graph:make_graph")
+    workers.append(worker)
+    queue, transport = open_side(client, redis_url, "streams")
+
+    await queue.submit("user-1", {"input": {"question": "ping"}, "prompt": "ignored"})
+    events = await read_all(transport, "user-1")
+
+    assert [(e.seq, e.type, dict(e.payload)) for e in events[:-1]] == [
+        (1, "custom", {"heard": "ping"}),
+        (2, "update", {"respond": {"answer": "PING"}}),
+    ]
+    assert (events[-1].seq, events[-1].type) == (3, "done")
+    assert worker.stop() == 0
+    assert "graph my_graph:make_graph" in worker.log
+
+
 def test_bad_graph_spec_exits_with_a_message_naming_the_setting(tmp_path: Path) -> None:
     env = clean_env(redis_url="redis://127.0.0.1:1/0")
 

@@ -42,6 +42,8 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import asyncio
+    import os
+    import sys
 
     from runstream.core.redis_client import masked_url
     from runstream.core.settings import load_settings
@@ -57,5 +59,8 @@ def run(args: argparse.Namespace) -> int:
         settings.graph or "built-in demo",
         settings.worker_concurrency,
     )
+    # Like `python -m`, find a --graph module in the current directory.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     asyncio.run(run_worker(settings))
     return 0
