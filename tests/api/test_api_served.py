@@ -61,7 +61,7 @@ async def test_disconnect_stops_the_reader_and_frees_its_connection(
     real_redis: Redis, redis_url: str, backend: str
 ) -> None:
     db = int(redis_url.rsplit("/", 1)[1])
-    settings = load_settings(redis_url=redis_url, **BACKENDS[backend], block_ms=5000, heartbeat=0.2)
+    settings = load_settings(redis_url=redis_url, **BACKENDS[backend], block_ms=5000, heartbeat=1.0)
     app = create_app(settings)
     async with serving(app) as base_url:
         services: Services = app.state.services
@@ -84,7 +84,7 @@ async def test_disconnect_stops_the_reader_and_frees_its_connection(
             return services.active_readers == 0 and not await blocked_clients(real_redis, db)
 
         # Within one heartbeat interval, well before the 5 s BLOCK would end on its own.
-        await eventually(reader_gone, within=settings.heartbeat + 0.5)
+        await eventually(reader_gone, within=settings.heartbeat)
 
 
 async def test_reader_over_the_slot_count_gets_503_with_retry_after(
