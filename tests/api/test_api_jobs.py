@@ -210,3 +210,13 @@ async def test_requests_are_503_with_retry_after_when_redis_does_not_answer(
     assert response.status_code == 503
     assert response.headers["retry-after"] == "1"
     assert response.json()["detail"].startswith("Redis is unavailable (ConnectionError: ")
+
+
+async def test_a_redis_error_reply_is_500_with_a_json_message(api: Api) -> None:
+    # Another tool left a string where the job's meta hash belongs: HGETALL fails.
+    await api.services.redis.set("rs:{job-x}:meta", "not a hash")
+
+    response = await api.client.get("/jobs/job-x")
+
+    assert response.status_code == 500
+    assert response.json()["detail"].startswith("Redis answered with an error (ResponseError: ")

@@ -13,7 +13,9 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from runstream import __version__
 from runstream.api import jobs, stream
@@ -84,9 +86,14 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _redis_error(request: Request, exc: Exception) -> JSONResponse:
-    logger.warning("%s %s: Redis error: %r", request.method, request.url.path, exc)
-    detail = f"Redis is unavailable ({type(exc).__name__}: {exc}); retry shortly"
-    return JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": "1"})
+    where = f"{request.method} {request.url.path}"
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError):
+        logger.warning("%s: Redis does not answer: %r", where, exc)
+        detail = f"Redis is unavailable ({type(exc).__name__}: {exc}); retry shortly"
+        return JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": "1"})
+    logger.error("%s: Redis answered with an error: %r", where, exc)
+    detail = f"Redis answered with an error ({type(exc).__name__}: {exc})"
+    return JSONResponse({"detail": detail}, status_code=500)
 
 
 def _error_status(status_code: int) -> Any:
