@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from api.support import Api, MakeApi
 from runstream.core.events import Event
@@ -248,3 +251,32 @@ async def test_stored_event_that_cannot_be_re_encoded_becomes_an_error_event(api
         "bad_event",
         "seq 2",
     )
+
+
+async def test_transport_failure_mid_stream_ends_with_an_error_event_without_id(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events = await publish_job(api)
+    real_read = api.services.transport.read
+
+    async def read_then_fail(job_id: str, after: int = 0) -> AsyncIterator[Event]:
+        async for event in real_read(job_id, after):
+            yield event
+            raise RedisConnectionError("Connection reset by peer")
+
+    monkeypatch.setattr(api.services.transport, "read", read_then_fail)
+
+    response = await api.client.get("/stream/job-1")
+
+    frames = response.text.split("\n\n")[:-1]
+    assert frames[0] + "\n\n" == frame(events[0])
+    error = Event.from_json(frames[1].split("\n")[1].removeprefix("data: "))
+    assert frames[1] == f"event: error\ndata: {error.to_json()}"
+    assert dict(error.payload) == {
+        "reason": "transport_failed",
+        "after_seq": 1,
+        "type": "ConnectionError",
+        "detail": "Connection reset by peer",
+    }
+    assert len(frames) == 2
+    assert api.services.active_readers == 0
