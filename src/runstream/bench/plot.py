@@ -11,6 +11,16 @@ from runstream.core.errors import RunstreamError
 INSTALL_HINT = "pip install 'runstream[bench]'"
 # Throughput latencies are queueing time by design (the producer runs ahead), so no panel.
 PANEL_ORDER = ("transport", "e2e", "concurrency")
+# One colour per scenario in every panel; references dashed.
+STYLES = {
+    "floor-ping": ("#7f7f7f", "--"),
+    "floor-xread": ("#000000", "--"),
+    "naive": ("#8c564b", "--"),
+    "list-poll": ("#1f77b4", "-"),
+    "list-blocking": ("#ff7f0e", "-"),
+    "list-reliable": ("#2ca02c", "-"),
+    "streams": ("#d62728", "-"),
+}
 
 
 class PlotUnavailable(RunstreamError):
@@ -48,7 +58,8 @@ def plot_cdfs(report: BenchReport, path: Path) -> None:
     header = report.header
     figure.suptitle(
         f"runstream bench {header['date'][:10]}: Redis {header['redis_version']}, "
-        f"{header['cpu_count']} CPUs, {header['params']['rate']:g} events/s per job",
+        f"{header['cpu_count']} CPUs, {header['params']['rate']:g} events/s per job, "
+        f"{header['params']['jobs']} jobs in concurrency",
         fontsize=11,
     )
     figure.tight_layout()
@@ -59,9 +70,11 @@ def plot_cdfs(report: BenchReport, path: Path) -> None:
 def _draw(ax: Any, result: ScenarioResult) -> None:
     values = sorted(s * 1000 for s in result.measured.latencies_s)
     fractions = [(i + 1) / len(values) for i in range(len(values))]
-    style = "--" if result.scenario.startswith(("floor", "naive")) else "-"
+    color, style = STYLES.get(result.scenario, ("#9467bd", "-"))
     label = f"{result.scenario} (p50 {result.latency_ms['p50']:.2f} ms)"
-    ax.step(values, fractions, where="post", linestyle=style, linewidth=1.5, label=label)
+    ax.step(
+        values, fractions, where="post", color=color, linestyle=style, linewidth=1.5, label=label
+    )
 
 
 def _decorate(ax: Any, workload: str, report: BenchReport) -> None:
@@ -71,5 +84,6 @@ def _decorate(ax: Any, workload: str, report: BenchReport) -> None:
     ax.set_ylim(0, 1.01)
     ax.grid(True, which="both", alpha=0.3)
     if report.floor_p50_ms:
-        ax.axvline(report.floor_p50_ms, color="grey", linewidth=0.8, linestyle=":")
+        label = f"floor p50 {report.floor_p50_ms:.2f} ms"
+        ax.axvline(report.floor_p50_ms, color="grey", linewidth=0.8, linestyle=":", label=label)
     ax.legend(fontsize=7, loc="lower right")

@@ -68,7 +68,13 @@ def latency_table(report: BenchReport) -> Table:
 
 
 def cost_table(report: BenchReport) -> Table:
-    table = Table(title="Rate and cost", title_justify="left")
+    table = Table(
+        title="Rate and cost",
+        title_justify="left",
+        caption="CPU s and peak RSS: API + worker end to end, else the benchmark's own process;"
+        " Redis conns: peak connections opened; lost/dup/ooo must be 0/0/0",
+        caption_justify="left",
+    )
     for name in [
         "workload",
         "scenario",
@@ -101,9 +107,11 @@ def cost_table(report: BenchReport) -> Table:
 
 
 def _per_process(result: ScenarioResult, figure: str, fmt: str) -> str:
-    return " ".join(
-        f"{name} {fmt.format(usage.as_dict()[figure])}" for name, usage in result.processes.items()
-    )
+    """`api + worker` figures end to end; `(bench)` where the benchmark did the work."""
+    values = {name: fmt.format(usage.as_dict()[figure]) for name, usage in result.processes.items()}
+    if "api" in values:
+        return f"{values['api']} + {values.get('worker', '-')}"
+    return " ".join(f"{value} ({name})" for name, value in values.items())
 
 
 def targets_text(result: ScenarioResult, *, latency_only: bool) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
+from fractions import Fraction
 
 PERCENTILES = (50.0, 90.0, 99.0, 99.9)
 
@@ -20,7 +21,8 @@ def percentile(values: Sequence[float], pct: float) -> float:
     if not 0 < pct <= 100:
         raise ValueError(f"percentile must be in (0, 100], got {pct}")
     ordered = sorted(values)
-    rank = math.ceil(pct / 100 * len(ordered))
+    # Exact arithmetic: in floats, 99.9 / 100 * 1000 is 999.0000000000001, rank 1000.
+    rank = math.ceil(Fraction(str(pct)) * len(ordered) / 100)
     return ordered[max(rank, 1) - 1]
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 WORKLOAD_NAMES = "transport,e2e,throughput,concurrency"
 BACKEND_NAMES = "list-poll,list-blocking,list-reliable,streams"
+WIDE = 180  # the tables' width when the output is a file or a pipe
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -43,7 +44,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace) -> int:
     import asyncio
+    import logging
 
+    from redis.exceptions import RedisError
     from rich.console import Console
 
     from runstream.bench.params import BenchParams
@@ -51,10 +54,14 @@ def run(args: argparse.Namespace) -> int:
     from runstream.bench.progress import Tracker
     from runstream.bench.report import render, write_json
     from runstream.bench.runner import Runner
+    from runstream.core.errors import TransportUnavailable
+    from runstream.core.redis_client import masked_url
     from runstream.core.settings import load_settings
 
     if args.plot is not None:
         require_matplotlib()
+    # httpx logs every request at INFO: thousands of lines end to end.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
     redis_url = args.redis_url or load_settings().redis_url
     params = BenchParams(
         redis_url=redis_url,
@@ -71,8 +78,15 @@ def run(args: argparse.Namespace) -> int:
         params = params.smoke_sized()
 
     console = Console()
+    if not console.is_terminal:
+        console = Console(width=WIDE)
     with Tracker(console) as tracker:
-        report = asyncio.run(Runner(params, tracker).run())
+        try:
+            report = asyncio.run(Runner(params, tracker).run())
+        except RedisError as err:
+            raise TransportUnavailable(
+                f"Redis at {masked_url(redis_url)} failed during the benchmark: {err}"
+            ) from err
     render(report, console)
     if args.json is not None:
         write_json(report, args.json)
