@@ -25,10 +25,11 @@ def crafted_result(workload: str, scenario: str, latencies: list[float]) -> Scen
 
 
 class DroppingChannel(Channel):
-    """Wraps a channel and never publishes the events whose index is in `drop`."""
+    """Wraps a channel and never publishes the events whose index is in `drop` (nor `done`)."""
 
-    def __init__(self, inner: Channel, drop: set[int]) -> None:
+    def __init__(self, inner: Channel, drop: set[int], *, drop_done: bool = False) -> None:
         self.inner, self.drop, self.name = inner, drop, inner.name
+        self.drop_done = drop_done
 
     async def publish(self, events: Sequence[Event]) -> None:
         kept = [e for e in events if e.payload.get("i") not in self.drop]
@@ -36,7 +37,8 @@ class DroppingChannel(Channel):
             await self.inner.publish(kept)
 
     async def finish(self) -> None:
-        await self.inner.finish()
+        if not self.drop_done:
+            await self.inner.finish()
 
     def receive(self) -> AsyncIterator[Event]:
         return self.inner.receive()

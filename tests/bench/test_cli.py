@@ -70,7 +70,7 @@ def test_cli_exits_1_when_an_event_is_lost(
 
     assert code == 1
     out = capsys.readouterr().out
-    assert "FAIL transport list-poll: 1 lost, 0 duplicated, 0 out of order of 30 sent" in out
+    assert "FAIL transport list-poll: 1 lost, 0 duplicated, 0 out of order of 31 sent" in out
 
 
 @pytest.mark.parametrize(

@@ -128,9 +128,30 @@ async def test_paced_run_reports_events_that_never_arrived_as_lost(
 
     assert len(latencies) == 8
     assert check.result().as_dict() == {
-        "expected": 10,
-        "received": 8,
+        "expected": 11,
+        "received": 9,
         "lost": 2,
+        "duplicated": 0,
+        "out_of_order": 0,
+    }
+
+
+async def test_a_run_whose_done_never_comes_ends_and_counts_done_lost(
+    redis_url: str, real_redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(workloads, "DRAIN_TIMEOUT", 0.5)
+    inner = open_channel("list-blocking", redis_url, "no-done")
+    channel = DroppingChannel(inner, set(), drop_done=True)
+    try:
+        latencies, check, _ = await workloads.run_paced(channel, 5, 500.0, 8)
+    finally:
+        await channel.aclose()
+
+    assert len(latencies) == 5
+    assert check.result().as_dict() == {
+        "expected": 6,
+        "received": 5,
+        "lost": 1,
         "duplicated": 0,
         "out_of_order": 0,
     }

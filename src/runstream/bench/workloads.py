@@ -7,7 +7,6 @@ minus the `ts` the producer stamped on the event: one clock, no skew.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -17,6 +16,7 @@ from redis.asyncio import Redis
 
 from runstream.bench.scenarios import Channel
 from runstream.bench.stats import DeliveryCheck
+from runstream.core.errors import RunstreamError
 from runstream.core.events import Event
 
 logger = logging.getLogger(__name__)
@@ -30,6 +30,11 @@ DRAIN_TIMEOUT = 15.0
 SETTLE_SECONDS = 0.2
 # Throughput: the producer waits while it is this many events ahead of the consumer.
 THROUGHPUT_WINDOW = 20_000
+CANCEL_TIMEOUT = 2.0
+
+
+class BenchRunError(RunstreamError):
+    """A measured run could not even start (its consumer never answered)."""
 
 
 def _noop(_: int) -> None:
@@ -42,19 +47,20 @@ def token(index: int, padding: str) -> Event:
 
 @dataclass(slots=True)
 class _Consumer:
-    """Reads a channel to `done`, timing and checking each token event."""
+    """Reads a channel to `done`, timing and checking each token event.
+
+    Token `i` is index `i` of the delivery check, and `done` is index `sent` (the number of
+    tokens the producer sent, set before it sends `done`), so a missing `done` is lost too.
+    """
 
     channel: Channel
-    expected: int
     advance: Advance
-    check: DeliveryCheck = field(init=False)
+    sent: int = 0
+    check: DeliveryCheck = field(default_factory=DeliveryCheck)
     latencies: list[float] = field(default_factory=list)
     done_at: float = 0.0
     warmed: asyncio.Event = field(default_factory=asyncio.Event)
     progressed: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def __post_init__(self) -> None:
-        self.check = DeliveryCheck(self.expected)
 
     async def run(self) -> None:
         async for event in self.channel.receive():
@@ -67,6 +73,7 @@ class _Consumer:
             elif event.type == "custom":
                 self.warmed.set()
             elif event.type == "done":
+                self.check.add(self.sent)
                 self.done_at = time.perf_counter()
                 return
             else:
@@ -74,25 +81,47 @@ class _Consumer:
                     "%s: consumer got %s %s", self.channel.name, event.type, event.payload
                 )
 
+    def result(self) -> DeliveryCheck:
+        self.check.expected = self.sent + 1
+        return self.check
+
+
+async def _until(flag: asyncio.Event, task: asyncio.Task[None], seconds: float) -> bool:
+    """Wait until `flag` is set, `task` ends or `seconds` pass; True if `flag` is set."""
+    waiter = asyncio.create_task(flag.wait())
+    await asyncio.wait({waiter, task}, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    waiter.cancel()
+    return flag.is_set()
+
 
 async def _start(channel: Channel, consumer: _Consumer) -> asyncio.Task[None]:
     """Start the consumer and pass one warm-up event, so connections and scripts are ready."""
     task = asyncio.create_task(consumer.run())
     await asyncio.sleep(SETTLE_SECONDS)
     await channel.publish([Event("custom", {"warmup": True})])
-    await asyncio.wait_for(consumer.warmed.wait(), DRAIN_TIMEOUT)
+    if not await _until(consumer.warmed, task, DRAIN_TIMEOUT):
+        await _stop(task, channel.name)
+        raise BenchRunError(f"{channel.name}: the consumer never received the warm-up event")
     await asyncio.sleep(SETTLE_SECONDS)
     return task
 
 
 async def _drain(task: asyncio.Task[None], name: str) -> None:
-    try:
-        await asyncio.wait_for(task, DRAIN_TIMEOUT)
-    except TimeoutError:
+    """Wait for the consumer to reach `done`; past the timeout, stop it: the rest is lost."""
+    await asyncio.wait({task}, timeout=DRAIN_TIMEOUT)
+    if not task.done():
         logger.error("%s: consumer did not reach done within %.0f s", name, DRAIN_TIMEOUT)
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await _stop(task, name)
+    elif task.exception() is not None:
+        logger.error("%s: consumer failed: %r", name, task.exception())
+
+
+async def _stop(task: asyncio.Task[None], name: str) -> None:
+    # Bounded: a task that swallows its cancellation must not hang the benchmark.
+    task.cancel()
+    await asyncio.wait({task}, timeout=CANCEL_TIMEOUT)
+    if not task.done():
+        logger.error("%s: consumer ignored its cancellation; left behind", name)
 
 
 async def run_paced(
@@ -102,7 +131,7 @@ async def run_paced(
 
     Returns the latencies, the delivery check and the elapsed seconds.
     """
-    consumer = _Consumer(channel, count, advance)
+    consumer = _Consumer(channel, advance, sent=count)
     task = await _start(channel, consumer)
     padding = "x" * payload_bytes
 
@@ -114,7 +143,7 @@ async def run_paced(
         await channel.publish([token(index, padding)])
     await channel.finish()
     await _drain(task, channel.name)
-    return consumer.latencies, consumer.check, time.perf_counter() - start
+    return consumer.latencies, consumer.result(), time.perf_counter() - start
 
 
 async def run_throughput(
@@ -125,23 +154,24 @@ async def run_throughput(
     The producer never runs more than `THROUGHPUT_WINDOW` events ahead of the consumer,
     so the figure is what both sustain together, not how fast Redis can buffer.
     """
-    consumer = _Consumer(channel, 0, advance)
+    consumer = _Consumer(channel, advance)
     task = await _start(channel, consumer)
     padding = "x" * payload_bytes
 
     sent = 0
     start = time.perf_counter()
-    while time.perf_counter() - start < duration:
-        while sent - consumer.check.received > THROUGHPUT_WINDOW:
+    while time.perf_counter() - start < duration and not task.done():
+        while sent - consumer.check.received > THROUGHPUT_WINDOW and not task.done():
             consumer.progressed.clear()
-            await consumer.progressed.wait()
+            if not await _until(consumer.progressed, task, DRAIN_TIMEOUT):
+                break
         await channel.publish([token(sent + i, padding) for i in range(batch)])
         sent += batch
-    consumer.check.expected = sent
+    consumer.sent = sent
     await channel.finish()
     await _drain(task, channel.name)
     end = consumer.done_at or time.perf_counter()
-    return consumer.latencies, consumer.check, end - start
+    return consumer.latencies, consumer.result(), end - start
 
 
 async def run_ping(
