@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     redis_url: str = "redis://127.0.0.1:6379/0"
     backend: Backend = "streams"
     list_mode: ListMode = "reliable"
+    dual_write: bool = Field(
+        False, description="write every event to both the list and the stream (migration)"
+    )
     key_prefix: str = Field("rs", pattern=r"^[A-Za-z0-9_.:-]{1,32}$")
 
     ttl_after_done: int = Field(3600, ge=1, description="seconds a finished job's keys live")
@@ -70,6 +73,11 @@ class Settings(BaseSettings):
             )
         if self.poll_interval_max < self.poll_interval_min:
             raise ValueError("RUNSTREAM_POLL_INTERVAL_MAX must be >= RUNSTREAM_POLL_INTERVAL_MIN")
+        if self.dual_write and self.list_mode != "reliable":
+            raise ValueError(
+                f"RUNSTREAM_DUAL_WRITE needs RUNSTREAM_LIST_MODE=reliable, not {self.list_mode!r}: "
+                "a list mode that pops events keeps no history to copy or resume from"
+            )
         return self
 
     @property

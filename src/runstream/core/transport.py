@@ -67,16 +67,18 @@ class Transport(Protocol):
 _BACKENDS = {
     "list": "runstream.backends.redis_list:ListTransport",
     "streams": "runstream.backends.redis_streams:StreamsTransport",
+    "dual-write": "runstream.backends.migrating:MigratingTransport",
 }
 
 
 def open_transport(settings: Settings, redis: Redis | None = None) -> Transport:
-    """Build the backend named by `settings.backend`.
+    """Build the backend named by `settings.backend` (both, with `settings.dual_write`).
 
     With `redis` given (a fakeredis client in tests, say) the transport uses it and does
     not close it; otherwise it opens its own client from `settings.redis_url`.
     """
-    module_name, _, class_name = _BACKENDS[settings.backend].partition(":")
+    name = "dual-write" if settings.dual_write else settings.backend
+    module_name, _, class_name = _BACKENDS[name].partition(":")
     backend_class = getattr(importlib.import_module(module_name), class_name)
     transport: Transport = backend_class(settings, redis)
     return transport

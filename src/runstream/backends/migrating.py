@@ -1,0 +1,113 @@
+"""The dual-write transport (`RUNSTREAM_DUAL_WRITE=true`): lists and Streams at once.
+
+Producers write every event to the job's list and to its stream in one Lua script, with
+one seq and the same bytes. A job begun by a producer that wrote only one structure (before
+dual-write was switched on, or after it was switched off) is first brought level: the script
+copies what the side that is behind lacks, in seq order, then appends the new events to both
+(see `runstream.migrate.lua`). From its first dual-written event on, a job is therefore
+complete in both structures.
+
+Consumers read the structure `RUNSTREAM_BACKEND` names (the list in `reliable` mode, which
+keeps history) and find each job where it is: a job that has no data there but has data in
+the other structure is read from the other one, and the consumer moves back to its own
+structure as soon as that one holds the job (checked on every idle read). Moving resumes
+after the last seq read, and `read` drops any seq it has already yielded, so no event is
+lost or seen twice. See docs/migration.md for the phases this transport is used in.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from contextlib import aclosing
+from typing import cast
+
+from redis.asyncio import Redis
+
+from runstream.backends.base import MAX_EVENTS_PER_SCRIPT, Batch, RedisTransport
+from runstream.backends.redis_list import ListTransport
+from runstream.backends.redis_streams import StreamsTransport
+from runstream.core.events import Event
+from runstream.core.keys import JobKeys
+from runstream.core.settings import Settings
+from runstream.migrate.lua import DUAL_PUBLISH
+
+logger = logging.getLogger(__name__)
+
+_STORED_SEQ = re.compile(rb'^\{"seq":(\d+),')
+
+
+class MigratingTransport(RedisTransport):
+    """Writes both structures; reads `settings.backend`'s, falling back to the other."""
+
+    _kind = "both"
+
+    def __init__(self, settings: Settings, redis: Redis | None = None) -> None:
+        super().__init__(settings, redis)
+        self.name = f"{settings.backend_name}+dual-write"
+        self._dual_publish = self.redis.register_script(DUAL_PUBLISH)
+        lists = ListTransport(settings, self.redis)
+        streams = StreamsTransport(settings, self.redis)
+        own, other = (streams, lists) if settings.backend == "streams" else (lists, streams)
+        self._own: RedisTransport = own
+        self._other: RedisTransport = other
+
+    def _data_key(self, keys: JobKeys) -> str:
+        return keys.stream if self.settings.backend == "streams" else keys.list
+
+    async def _write(self, keys: JobKeys, events: Sequence[Event], ttl: int) -> list[int]:
+        main = (keys.seq, keys.list, keys.log, keys.stream)
+        script_keys = [*main, *(key for key in keys.all if key not in main)]
+        bodies = [event.body() for event in events]
+
+        seqs: list[int] = []
+        for start in range(0, len(bodies), MAX_EVENTS_PER_SCRIPT):
+            chunk = bodies[start : start + MAX_EVENTS_PER_SCRIPT]
+            chunk_ttl = ttl if start + len(chunk) == len(bodies) else 0
+            args: list[str | int] = [self.settings.max_len, chunk_ttl, *chunk]
+            first = int(await self._dual_publish(keys=script_keys, args=args))
+            seqs.extend(range(first, first + len(chunk)))
+        return seqs
+
+    async def _batches(self, keys: JobKeys, after: int) -> AsyncIterator[Batch]:
+        source = await self._locate(keys, self._own)
+        while True:
+            moved = False
+            reads = cast(AsyncGenerator[Batch, None], source._batches(keys, after))
+            async with aclosing(reads) as batches:
+                async for batch in batches:
+                    after = max([after, *(_stored_seq(raw) for _, raw in batch)])
+                    yield batch
+                    if not batch:
+                        found = await self._locate(keys, source)
+                        moved = found is not source
+                        if moved:
+                            logger.info(
+                                "job %s: reading from %s after seq %d",
+                                keys.job_id,
+                                found.name,
+                                after,
+                            )
+                            source = found
+                            break
+            if not moved:
+                return
+
+    async def _locate(self, keys: JobKeys, current: RedisTransport) -> RedisTransport:
+        # Our own structure if it holds the job, else the other one if that does, else stay.
+        if await self._holds(self._own, keys):
+            return self._own
+        if await self._holds(self._other, keys):
+            return self._other
+        return current
+
+    async def _holds(self, transport: RedisTransport, keys: JobKeys) -> bool:
+        if isinstance(transport, StreamsTransport):
+            return bool(await self.redis.exists(keys.stream))
+        return bool(await self.redis.exists(keys.list, keys.log))
+
+
+def _stored_seq(raw: bytes) -> int:
+    match = _STORED_SEQ.match(raw)
+    return int(match[1]) if match else 0
