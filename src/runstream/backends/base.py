@@ -8,11 +8,13 @@ already carries its seq, so every backend stores byte-identical events.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from contextlib import aclosing
+from typing import Any, cast
 
 from redis.asyncio import Redis
 
@@ -47,6 +49,11 @@ if kind == 'list' then
 end
 if ttl > 0 then
   for i = 1, #KEYS do redis.call('EXPIRE', KEYS[i], ttl) end
+else
+  -- A late publish to a finished job (a retried worker) must not leave a data key that
+  -- never expires, as RPUSH to a list its consumer emptied would.
+  local left = redis.call('PTTL', KEYS[1])
+  if left > 0 then redis.call('PEXPIRE', KEYS[2], left) end
 end
 return first
 """
@@ -106,6 +113,7 @@ class RedisTransport(ABC):
             chunk_ttl = ttl if start + len(chunk) == len(bodies) else 0
             args: list[str | int] = [self._kind, self.settings.max_len, chunk_ttl, *chunk]
             first = int(await self._publish_script(keys=script_keys, args=args))
+            _stop_if_cancelled()
             seqs.extend(range(first, first + len(chunk)))
         return seqs
 
@@ -113,52 +121,43 @@ class RedisTransport(ABC):
         keys = self.keys.job(job_id)
         last = after
         idle_since = time.monotonic()
-        async for batch in self._batches(keys, after):
-            if not batch:
-                if time.monotonic() - idle_since >= self.settings.idle_timeout:
-                    logger.warning(
-                        "job %s idle for %.0f s after seq %d, ending stream",
-                        job_id,
-                        self.settings.idle_timeout,
-                        last,
-                    )
-                    yield Event(
-                        "error",
-                        {
-                            "reason": "timeout",
-                            "after_seq": last,
-                            "idle_seconds": self.settings.idle_timeout,
-                        },
-                    )
-                    return
-                continue
-            idle_since = time.monotonic()
-            for position, raw in batch:
-                try:
-                    event = Event.from_json(raw)
-                except InvalidEvent as err:
-                    logger.error(
-                        "job %s: bad entry at %s after seq %d: %s", job_id, position, last, err
-                    )
-                    yield Event(
-                        "error",
-                        {
-                            "reason": "bad_event",
-                            "position": position,
-                            "after_seq": last,
-                            "detail": str(err),
-                        },
-                    )
+        # Every `_batches` is an async generator; close it with the read, not at GC time.
+        reads = cast(AsyncGenerator[Batch, None], self._batches(keys, after))
+        async with aclosing(reads) as batches:
+            async for batch in batches:
+                _stop_if_cancelled()
+                if not batch:
+                    if time.monotonic() - idle_since >= self.settings.idle_timeout:
+                        yield self._idle_error(job_id, last)
+                        return
                     continue
-                if event.seq <= last:
-                    continue
-                if event.seq > last + 1:
-                    logger.warning("job %s: seq %d..%d missing", job_id, last + 1, event.seq - 1)
-                    yield gap(last + 1, event.seq - 1, event.trace_id)
-                last = event.seq
-                yield event
-                if event.type == "done":
-                    return
+                idle_since = time.monotonic()
+                for position, raw in batch:
+                    for event in self._decode(job_id, position, raw, last):
+                        last = max(last, event.seq)
+                        yield event
+                        if event.type == "done":
+                            return
+
+    def _decode(self, job_id: str, position: str, raw: bytes, last: int) -> list[Event]:
+        """What one stored entry means to a consumer that has delivered up to seq `last`."""
+        try:
+            event = Event.from_json(raw)
+        except InvalidEvent as err:
+            logger.error("job %s: bad entry at %s after seq %d: %s", job_id, position, last, err)
+            detail = {"position": position, "after_seq": last, "detail": str(err)}
+            return [Event("error", {"reason": "bad_event", **detail})]
+        if event.seq <= last:
+            return []
+        if event.seq > last + 1:
+            logger.warning("job %s: seq %d..%d missing", job_id, last + 1, event.seq - 1)
+            return [gap(last + 1, event.seq - 1, event.trace_id), event]
+        return [event]
+
+    def _idle_error(self, job_id: str, last: int) -> Event:
+        idle = self.settings.idle_timeout
+        logger.warning("job %s idle for %.0f s after seq %d, ending stream", job_id, idle, last)
+        return Event("error", {"reason": "timeout", "after_seq": last, "idle_seconds": idle})
 
     @abstractmethod
     def _data_key(self, keys: JobKeys) -> str:
@@ -167,3 +166,17 @@ class RedisTransport(ABC):
     @abstractmethod
     def _batches(self, keys: JobKeys, after: int) -> AsyncIterator[Batch]:
         """Yield raw entries read from Redis, an empty batch after each idle read."""
+
+
+def _stop_if_cancelled() -> None:
+    """Raise `CancelledError` if this task was cancelled but is still running.
+
+    On Python 3.11, redis-py sends each command inside `asyncio.wait_for` (when a socket
+    timeout is set), and that `wait_for` drops a cancellation that arrives as the send
+    completes: the command goes on and the task never sees its cancel. A consumer whose
+    HTTP client left would then keep reading (and, in list-poll or list-blocking mode,
+    keep taking events) forever; checking after each Redis call ends it.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

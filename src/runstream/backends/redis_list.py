@@ -5,42 +5,86 @@
 - `poll`: LPOP with COUNT, sleeping with exponential backoff while the list is empty
   and back to the shortest sleep as soon as an event arrives.
 - `blocking`: BLMPOP with COUNT (https://redis.io/docs/latest/commands/blmpop/); no polling.
-- `reliable`: events move atomically from the list into the job's `log` list
-  (LMOVE, https://redis.io/docs/latest/commands/lmove/) and are read from there. The log
-  keeps them until the job's TTL, so an event a consumer took but never delivered (it was
-  cancelled, or its process died) is read again by the next consumer, which resumes after
-  the last seq it delivered.
+- `reliable`: one Lua script moves new events from the list into the job's `log` list (an
+  LMOVE with a count, https://redis.io/docs/latest/commands/lmove/) and, in the same atomic
+  step, returns the log's events after the consumer's seq. The log keeps events until the
+  job's TTL (capped at `max_len`), so a consumer that took an event but never delivered it
+  (it was cancelled, or its process died) leaves it in the log for the next consumer, which
+  resumes after the last seq it delivered; several consumers may read one job at once.
 
-`poll` and `blocking` remove events as they read them: one consumer per job, no replay.
+`poll` and `blocking` remove events as they read them: one consumer per job, no replay, and
+events popped by a consumer that is cancelled before delivering them are lost (the next
+consumer reports them as a `gap`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
 from redis.asyncio import Redis
 
 from runstream.backends.base import MAX_EVENTS_PER_SCRIPT, Batch, RedisTransport
-from runstream.core.errors import InvalidEvent
-from runstream.core.events import Event
 from runstream.core.keys import JobKeys
 from runstream.core.settings import Settings
 
-# Move up to ARGV[1] events from the list to the log, cap the log, and give the log the
-# TTL the job's seq key has (set by `finish`), since the log may be created after it.
-_MOVE = """
-local items = redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)
-if #items > 0 then
-  redis.call('LTRIM', KEYS[1], #items, -1)
-  redis.call('RPUSH', KEYS[2], unpack(items))
-  redis.call('LTRIM', KEYS[2], -tonumber(ARGV[2]), -1)
+# KEYS: list, log, seq. ARGV: count, cap, after, skip.
+# Moves up to `count` events from the list to the log (capping the log and giving it the TTL
+# the job's seq key has once `finish` set one), then returns {start, entries}: up to `count`
+# log entries from index `start`, the first entry past the last one with seq <= `after`,
+# plus `skip` (malformed entries the consumer already saw there). Entries whose seq cannot
+# be read are kept in order but never used to locate a seq.
+_READ_LOG = """
+local count, cap = tonumber(ARGV[1]), tonumber(ARGV[2])
+local after, skip = tonumber(ARGV[3]), tonumber(ARGV[4])
+local list, log = KEYS[1], KEYS[2]
+
+local moved = redis.call('LRANGE', list, 0, count - 1)
+if #moved > 0 then
+  redis.call('LTRIM', list, #moved, -1)
+  redis.call('RPUSH', log, unpack(moved))
+  redis.call('LTRIM', log, -cap, -1)
+  local ttl = redis.call('PTTL', KEYS[3])
+  if ttl > 0 then redis.call('PEXPIRE', log, ttl) end
 end
-local ttl = redis.call('PTTL', KEYS[3])
-if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
-return items
+
+local function seq_at(i)
+  local entry = redis.call('LINDEX', log, i)
+  local seq = entry and string.match(entry, '^{"seq":(%d+),')
+  return seq and tonumber(seq)
+end
+
+local function readable_at_or_before(i)
+  while i >= 0 do
+    local seq = seq_at(i)
+    if seq then return i, seq end
+    i = i - 1
+  end
+  return -1, 0
+end
+
+local n = redis.call('LLEN', log)
+local last = -1
+local head = seq_at(0)
+if head and after < head then
+  last = -1
+elseif head and after - head < n and seq_at(after - head) == after then
+  last = after - head
+else
+  local lo, hi = -1, n
+  while hi - lo > 1 do
+    local mid = math.floor((lo + hi) / 2)
+    local index, seq = readable_at_or_before(mid)
+    if seq <= after then lo, last = mid, index else hi = mid end
+  end
+end
+local start = last + 1 + skip
+return {start, redis.call('LRANGE', log, start, start + count - 1)}
 """
+
+_STORED_SEQ = re.compile(rb'^\{"seq":(\d+),')
 
 
 class Backoff:
@@ -68,7 +112,7 @@ class ListTransport(RedisTransport):
         super().__init__(settings, redis)
         self.mode = settings.list_mode
         self.name = f"list-{self.mode}"
-        self._move_script = self.redis.register_script(_MOVE)
+        self._read_log_script = self.redis.register_script(_READ_LOG)
 
     def _data_key(self, keys: JobKeys) -> str:
         return keys.list
@@ -78,7 +122,7 @@ class ListTransport(RedisTransport):
             return self._poll(keys)
         if self.mode == "blocking":
             return self._pop_blocking(keys)
-        return self._move_reliably(keys, after)
+        return self._read_log(keys, after)
 
     async def _poll(self, keys: JobKeys) -> AsyncIterator[Batch]:
         s = self.settings
@@ -100,45 +144,35 @@ class ListTransport(RedisTransport):
             )
             yield _batch(keys.list, reply[1]) if reply else []
 
-    async def _move_reliably(self, keys: JobKeys, after: int) -> AsyncIterator[Batch]:
-        async for batch in self._replay_log(keys, after):
-            yield batch
-
+    async def _read_log(self, keys: JobKeys, after: int) -> AsyncIterator[Batch]:
         timeout = self.settings.block_ms / 1000
+        skip = 0
         while True:
-            items = await self._move(keys)
-            if not items:
-                # redis-py types the timeout as int; BLMOVE takes fractional seconds.
-                moved: Any = await self.redis.blmove(keys.list, keys.log, timeout)  # type: ignore[arg-type]
-                # Move the rest of a burst too, and give the log its TTL if the job is done.
-                items = [moved, *await self._move(keys)] if moved is not None else []
-            yield _batch(keys.log, items)
+            start, items = await self._log_after(keys, after, skip)
+            if items:
+                for raw in items:
+                    seq = _stored_seq(raw)
+                    after, skip = (seq, 0) if seq > after else (after, skip + 1)
+                yield [(f"{keys.log}[{start + i}]", raw) for i, raw in enumerate(items)]
+                continue
+            # Wait for the list to fill without taking anything from it: popping the tail
+            # and pushing it back is a no-op, so a cancelled wait loses no event and leaves
+            # no key without its TTL. redis-py types the timeout as int; Redis takes floats.
+            woke = await self.redis.blmove(keys.list, keys.list, timeout, "RIGHT", "RIGHT")  # type: ignore[arg-type]
+            if woke is None:
+                yield []
 
-    async def _move(self, keys: JobKeys) -> list[bytes]:
+    async def _log_after(self, keys: JobKeys, after: int, skip: int) -> tuple[int, list[bytes]]:
         count = min(self.settings.read_count, MAX_EVENTS_PER_SCRIPT)
-        args = [count, self.settings.max_len]
-        items: list[bytes] = await self._move_script(
-            keys=[keys.list, keys.log, keys.seq], args=args
-        )
-        return items
+        args = [count, self.settings.max_len, after, skip]
+        reply: Any = await self._read_log_script(keys=[keys.list, keys.log, keys.seq], args=args)
+        return int(reply[0]), list(reply[1])
 
-    async def _replay_log(self, keys: JobKeys, after: int) -> AsyncIterator[Batch]:
-        """Yield what earlier consumers moved to the log, from the first seq after `after`."""
-        head = await self.redis.lindex(keys.log, 0)
-        if head is None:
-            return
-        try:
-            start = max(0, after - Event.from_json(head).seq + 1)
-        except InvalidEvent:
-            start = 0
 
-        count = self.settings.read_count
-        while True:
-            items: Any = await self.redis.lrange(keys.log, start, start + count - 1)
-            if not items:
-                return
-            yield _batch(keys.log, items)
-            start += len(items)
+def _stored_seq(raw: bytes) -> int:
+    """The seq the publish script wrote at the start of `raw`, or 0 if it is malformed."""
+    match = _STORED_SEQ.match(raw)
+    return int(match[1]) if match else 0
 
 
 def _batch(key: str, items: list[bytes]) -> Batch:
