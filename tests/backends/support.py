@@ -113,3 +113,18 @@ def seqs(events: Iterable[Event]) -> list[int]:
 def outline(events: Iterable[Event]) -> list[tuple[str, int]]:
     """(type, seq) of each event: enough to compare a read with the expected sequence."""
     return [(event.type, event.seq) for event in events]
+
+
+def tokens(count: int, first: int = 0) -> list[Event]:
+    return [Event("token", {"i": i}) for i in range(first, first + count)]
+
+
+async def delete_stored(case: Case, job_id: str, doomed: set[int]) -> None:
+    """Remove the stored events with these seqs by hand, as a lost write would."""
+    keys = case.keys(job_id)
+    if case.mode == "streams":
+        assert await case.redis.xdel(keys.stream, *(f"0-{seq}" for seq in doomed)) == len(doomed)
+        return
+    for raw in await case.redis.lrange(keys.list, 0, -1):
+        if Event.from_json(raw).seq in doomed:
+            assert await case.redis.lrem(keys.list, 1, raw) == 1

@@ -4,25 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from backends.support import REPLAY_MODES, Case, cases, collect, outline
+from backends.support import REPLAY_MODES, Case, cases, collect, delete_stored, outline, tokens
 from runstream.core.events import Event
 
 TTL = 60
-
-
-def tokens(count: int, first: int = 0) -> list[Event]:
-    return [Event("token", {"i": i}) for i in range(first, first + count)]
-
-
-async def delete_stored(case: Case, job_id: str, doomed: set[int]) -> None:
-    """Remove the stored events with these seqs by hand, as a lost write would."""
-    keys = case.keys(job_id)
-    if case.mode == "streams":
-        assert await case.redis.xdel(keys.stream, *(f"0-{seq}" for seq in doomed)) == len(doomed)
-        return
-    for raw in await case.redis.lrange(keys.list, 0, -1):
-        if Event.from_json(raw).seq in doomed:
-            assert await case.redis.lrem(keys.list, 1, raw) == 1
 
 
 async def write_garbage(case: Case, job_id: str, raw: bytes) -> None:
