@@ -171,7 +171,13 @@ async def test_healthz_reports_redis_and_backend(api: Api) -> None:
     response = await api.client.get("/healthz")
 
     assert response.status_code == 200
-    assert response.json() == {"redis": "ok", "backend": api.settings.backend_name}
+    reads = "stream" if api.settings.backend == "streams" else "list"
+    assert response.json() == {
+        "redis": "ok",
+        "backend": api.settings.backend_name,
+        "reads": reads,
+        "workers": {},
+    }
 
 
 @pytest.fixture

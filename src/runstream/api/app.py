@@ -24,6 +24,7 @@ from runstream.core.errors import JobNotFound, ReaderConflict, TransportUnavaila
 from runstream.core.redis_client import connect_redis, masked_url
 from runstream.core.settings import Settings
 from runstream.core.transport import open_transport
+from runstream.migrate.compat import health_report
 from runstream.worker.queue import JobQueue
 
 logger = logging.getLogger(__name__)
@@ -74,7 +75,8 @@ async def healthz(services: Annotated[Services, Depends(get_services)]) -> JSONR
         logger.warning("healthz: Redis does not answer: %s", err)
         content = {"redis": "error", "backend": backend, "detail": str(err) or type(err).__name__}
         return JSONResponse(content, status_code=503)
-    return JSONResponse({"redis": "ok", "backend": backend})
+    workers = await health_report(services.redis, services.settings)
+    return JSONResponse({"redis": "ok", "backend": backend, **workers})
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:

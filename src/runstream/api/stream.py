@@ -24,6 +24,7 @@ from runstream.api.jobs import JobId
 from runstream.api.services import Services, get_services
 from runstream.core.errors import InvalidEvent, RunstreamError
 from runstream.core.events import Event
+from runstream.migrate.compat import job_mismatch
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +110,10 @@ async def _sse_events(
     # The slot is taken here, not in the route: a generator that never starts (a HEAD
     # request, a client gone before the first byte) then holds nothing.
     last = after
+    mismatch = await job_mismatch(services.redis, services.settings, job_id)
+    if mismatch is not None:
+        yield to_sse(Event("error", mismatch))
+        return
     async with services.readers:
         services.active_readers += 1
         try:

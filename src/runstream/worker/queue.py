@@ -48,6 +48,7 @@ from redis.typing import EncodableT, FieldT
 from runstream.core.errors import RunstreamError
 from runstream.core.keys import KeySpace, validate_job_id
 from runstream.core.settings import Settings
+from runstream.migrate.compat import structures
 
 logger = logging.getLogger(__name__)
 
@@ -262,6 +263,7 @@ class JobQueue:
             "status": "running",
             "started_at": repr(time.time()),
             "worker": consumer,
+            "writes": structures(self.settings),
         }
         await self.redis.hset(meta, mapping=fields)
 

@@ -31,6 +31,7 @@ from runstream.core.errors import ConfigError, TransportUnavailable
 from runstream.core.redis_client import connect_redis, masked_url
 from runstream.core.settings import Settings
 from runstream.core.transport import Transport, open_transport
+from runstream.migrate.compat import WorkerRegistry
 from runstream.worker.queue import JobQueue, QueuedJob
 from runstream.worker.runner import Graph, JobRunner
 
@@ -68,6 +69,7 @@ class Worker:
         self.queue = queue
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.runner = JobRunner(self.graph, transport, queue, worker_name=self.name)
+        self.registry = WorkerRegistry(queue.redis, settings)
         self._running: dict[str, tuple[QueuedJob, asyncio.Task[None]]] = {}
         self._slot_freed = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -92,6 +94,7 @@ class Worker:
     async def run(self) -> None:
         """Take and run jobs until `stop()` (or SIGTERM/SIGINT), then wait for running jobs."""
         await self.queue.ensure_group()
+        await self.registry.announce(self.name)
         logger.info(
             "worker %s: taking jobs from %s (concurrency %d, lease %g s)",
             self.name,
@@ -111,6 +114,7 @@ class Worker:
 
     async def _retire(self) -> None:
         try:
+            await self.registry.withdraw(self.name)
             retired = await self.queue.retire(self.name)
         except (RedisConnectionError, RedisTimeoutError) as err:
             logger.warning("worker %s: could not leave the consumer group (%s)", self.name, err)
@@ -225,6 +229,7 @@ class Worker:
             await asyncio.sleep(interval)
             jobs = [job for job, _ in self._running.values()]
             try:
+                await self.registry.announce(self.name)
                 owned = await self.queue.renew(self.name, jobs)
             except Exception:
                 logger.exception("worker %s: lease renewal failed; retrying", self.name)
