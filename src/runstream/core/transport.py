@@ -51,7 +51,11 @@ class Transport(Protocol):
         """Yield the job's events with seq > `after`, in order, ending after `done`.
 
         A hole in the stored sequence is yielded as one `gap` event; a stream idle for
-        `idle_timeout` ends with an `error` event whose reason is `timeout`.
+        `idle_timeout` ends with an `error` event whose reason is `timeout`; a stored
+        entry that cannot be decoded is yielded as an `error` event (reason `bad_event`,
+        naming its position) and the read goes on. Cancelling the task that iterates
+        stops the read at its next step; in the modes that keep events (list-reliable,
+        streams) a new read `after` the last seq delivered loses nothing.
         """
         ...
 
