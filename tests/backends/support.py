@@ -35,6 +35,7 @@ TEST_SETTINGS: dict[str, Any] = {
     "ttl_after_done": 3600,
     "max_len": 100_000,
     "read_count": 500,
+    "dual_write": False,
 }
 
 

@@ -6,9 +6,10 @@ from `$`, which would drop whatever arrived between two reads. Reads do not remo
 anything, so any number of consumers can read one job, and late ones replay from seq 1.
 
 The length cap is `XADD MAXLEN ~` (https://redis.io/docs/latest/commands/xadd/):
-Redis trims whole radix-tree nodes, so a job keeps at least `max_len` events and a
-little more. A consumer that falls behind the trim point gets one `gap` event naming the
-trimmed seq range, then continues with the oldest event still kept.
+Redis trims whole radix-tree nodes only, so a job keeps at least `max_len` events and
+fewer than `max_len` + one node (`stream-node-max-entries`, 100 by default; a node also
+closes at `stream-node-max-bytes`, 4 kB). A consumer that falls behind the trim point
+gets one `gap` event naming the trimmed seq range, then the oldest event still kept.
 """
 
 from __future__ import annotations
