@@ -91,19 +91,17 @@ async def _migrate(settings: Any, args: argparse.Namespace) -> Any:
 def _table(report: Any) -> Any:
     from rich.table import Table
 
-    verb = "would copy" if report.dry_run else "copied"
-    table = Table(
-        title=f"runstream migrate --to {report.target}" + (" (dry run)" if report.dry_run else "")
-    )
-    table.add_column("count")
-    table.add_column("value", justify="right")
+    verb = "to copy" if report.dry_run else "copied"
+    title = f"runstream migrate --to {report.target}" + (" (dry run)" if report.dry_run else "")
+    table = Table(title=title, min_width=len(title) + 4)
+    table.add_column("jobs and events")
+    table.add_column("count", justify="right")
     table.add_row("jobs scanned", str(report.jobs_scanned))
     table.add_row("jobs with list events", str(report.jobs_in_list))
     table.add_row("jobs with stream events", str(report.jobs_in_stream))
-    table.add_row(f"jobs {verb} to", str(report.jobs_copied))
+    table.add_row(f"jobs {verb}", str(report.jobs_copied))
     table.add_row(f"events {verb}", str(report.events_copied))
     if report.pruned:
-        table.add_row(
-            "keys deleted" if not report.dry_run else "keys to delete", str(report.keys_deleted)
-        )
+        deleted = "keys to delete" if report.dry_run else "keys deleted"
+        table.add_row(deleted, str(report.keys_deleted))
     return table
