@@ -101,3 +101,47 @@ def test_from_json_names_what_is_wrong(raw: bytes, message: str | None) -> None:
         Event.from_json(raw)
 
     assert str(caught.value).startswith(message)
+
+
+_SURROGATE_FIX = (
+    "which is not valid UTF-8; decode bytes with errors='replace' or drop the character"
+)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"payload": {"text": "a\ud800b"}}, "payload: holds a lone surrogate (U+D800), "),
+        ({"payload": {"key\udcff": 1}}, "payload: holds a lone surrogate (U+DCFF), "),
+        ({"payload": {"deep": [{"x": "\udfff"}]}}, "payload: holds a lone surrogate (U+DFFF), "),
+        ({"trace_id": "t\ud801"}, "trace_id: holds a lone surrogate (U+D801), "),
+    ],
+)
+def test_lone_surrogate_is_refused_on_encoding_naming_the_field(
+    fields: dict[str, object], message: str
+) -> None:
+    event = Event(**{"type": "custom", **fields})  # type: ignore[arg-type]
+
+    with pytest.raises(InvalidEvent) as caught:
+        event.to_json()
+    with pytest.raises(InvalidEvent):
+        event.body()
+
+    assert str(caught.value) == message + _SURROGATE_FIX
+
+
+def test_int_beyond_the_str_digit_limit_is_refused_naming_the_payload() -> None:
+    event = Event("custom", {"n": 10**5000})
+
+    with pytest.raises(InvalidEvent) as caught:
+        event.to_json()
+
+    assert str(caught.value).startswith(
+        "payload: not serialisable as JSON (Exceeds the limit (4300 digits) for integer string"
+    )
+
+
+def test_valid_surrogate_pair_is_kept() -> None:
+    assert Event("token", {"t": "\U0001f44d"}, seq=1, ts=1.0).to_json() == (
+        '{"seq":1,"type":"token","payload":{"t":"👍"},"trace_id":"","ts":1.0}'
+    )

@@ -72,9 +72,15 @@ class Event:
         fields: dict[str, Any] = {"seq": self.seq} if with_seq else {}
         fields.update(type=self.type, payload=self.payload, trace_id=self.trace_id, ts=self.ts)
         try:
-            return _encoder.encode(fields)
+            text: str = _encoder.encode(fields)
+            if not text.isascii():
+                # Redis gets UTF-8: a lone surrogate would fail there, far from its cause.
+                text.encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise InvalidEvent(_not_utf8(self.trace_id, err)) from err
         except (TypeError, ValueError) as err:
             raise InvalidEvent(f"payload: not serialisable as JSON ({err})") from err
+        return text
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> Event:
@@ -98,6 +104,19 @@ class Event:
             )
         except TypeError as err:
             raise InvalidEvent(f"malformed stored event ({err})") from err
+
+
+def _not_utf8(trace_id: str, err: UnicodeEncodeError) -> str:
+    where = "payload"
+    try:
+        trace_id.encode("utf-8")
+    except UnicodeEncodeError:
+        where = "trace_id"
+    char = err.object[err.start : err.start + 1]
+    return (
+        f"{where}: holds a lone surrogate (U+{ord(char):04X}), which is not valid UTF-8; "
+        "decode bytes with errors='replace' or drop the character"
+    )
 
 
 def gap(first: int, last: int, trace_id: str = "") -> Event:
