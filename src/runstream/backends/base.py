@@ -113,7 +113,6 @@ class RedisTransport(ABC):
             chunk_ttl = ttl if start + len(chunk) == len(bodies) else 0
             args: list[str | int] = [self._kind, self.settings.max_len, chunk_ttl, *chunk]
             first = int(await self._publish_script(keys=script_keys, args=args))
-            _stop_if_cancelled()
             seqs.extend(range(first, first + len(chunk)))
         return seqs
 
@@ -121,11 +120,13 @@ class RedisTransport(ABC):
         keys = self.keys.job(job_id)
         last = after
         idle_since = time.monotonic()
+        cancels = _cancel_requests()
         # Every `_batches` is an async generator; close it with the read, not at GC time.
         reads = cast(AsyncGenerator[Batch, None], self._batches(keys, after))
         async with aclosing(reads) as batches:
             async for batch in batches:
-                _stop_if_cancelled()
+                if _cancel_requests() > cancels:
+                    raise asyncio.CancelledError  # see _cancel_requests
                 if not batch:
                     if time.monotonic() - idle_since >= self.settings.idle_timeout:
                         yield self._idle_error(job_id, last)
@@ -168,15 +169,15 @@ class RedisTransport(ABC):
         """Yield raw entries read from Redis, an empty batch after each idle read."""
 
 
-def _stop_if_cancelled() -> None:
-    """Raise `CancelledError` if this task was cancelled but is still running.
+def _cancel_requests() -> int:
+    """How many cancellations of the current task are pending.
 
     On Python 3.11, redis-py sends each command inside `asyncio.wait_for` (when a socket
     timeout is set), and that `wait_for` drops a cancellation that arrives as the send
     completes: the command goes on and the task never sees its cancel. A consumer whose
     HTTP client left would then keep reading (and, in list-poll or list-blocking mode,
-    keep taking events) forever; checking after each Redis call ends it.
+    keep taking events) forever, so `read` stops once this count rises during the read.
+    A read begun while a cancellation is already being handled is not stopped by it.
     """
     task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
+    return task.cancelling() if task is not None else 0
