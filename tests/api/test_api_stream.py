@@ -264,7 +264,10 @@ async def test_transport_failure_mid_stream_ends_with_an_error_event_without_id(
             yield event
             raise RedisConnectionError("Connection reset by peer")
 
-    monkeypatch.setattr(api.services.transport, "read", read_then_fail)
+    async def open_then_fail(job_id: str, after: int = 0) -> AsyncIterator[Event]:
+        return read_then_fail(job_id, after)
+
+    monkeypatch.setattr(api.services.transport, "open_read", open_then_fail)
 
     response = await api.client.get("/stream/job-1")
 

@@ -14,7 +14,7 @@ import logging
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Response
 from redis.exceptions import RedisError
@@ -71,10 +71,14 @@ async def stream_job(
             headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
         )
 
+    mismatch = await job_mismatch(services.redis, services.settings, job_id)
+    # A reader conflict (list-poll, list-blocking: one reader per job) raises here: 409.
+    events = None if mismatch else await services.transport.open_read(job_id, after)
+
     logger.info("job %s: stream opened after seq %d", job_id, after)
     settings = services.settings
     return EventSourceResponse(
-        _sse_events(services, job_id, after),
+        _sse_events(services, job_id, after, events, mismatch),
         headers=SSE_HEADERS,
         ping=settings.heartbeat,
         ping_message_factory=_heartbeat,
@@ -105,19 +109,22 @@ async def _nothing_after(services: Services, job_id: str, after: int) -> bool:
 
 
 async def _sse_events(
-    services: Services, job_id: str, after: int
+    services: Services,
+    job_id: str,
+    after: int,
+    opened: AsyncIterator[Event] | None,
+    mismatch: dict[str, Any] | None,
 ) -> AsyncIterator[ServerSentEvent]:
     # The slot is taken here, not in the route: a generator that never starts (a HEAD
     # request, a client gone before the first byte) then holds nothing.
     last = after
-    mismatch = await job_mismatch(services.redis, services.settings, job_id)
-    if mismatch is not None:
-        yield to_sse(Event("error", mismatch))
+    if opened is None:
+        yield to_sse(Event("error", mismatch or {}))
         return
     async with services.readers:
         services.active_readers += 1
         try:
-            async with _closing(services.transport.read(job_id, after)) as events:
+            async with _closing(opened) as events:
                 async for event in events:
                     last = max(last, event.seq)
                     yield _encoded(job_id, event)

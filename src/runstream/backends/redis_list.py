@@ -12,9 +12,10 @@
   (it was cancelled, or its process died) leaves it in the log for the next consumer, which
   resumes after the last seq it delivered; several consumers may read one job at once.
 
-`poll` and `blocking` remove events as they read them: one consumer per job, no replay, and
-events popped by a consumer that is cancelled before delivering them are lost (the next
-consumer reports them as a `gap`).
+`poll` and `blocking` remove events as they read them: one consumer per job (a second
+one gets `ReaderConflict`, see `runstream.backends.guards`), no replay, and events popped by
+a consumer that is cancelled before delivering them are lost (the next consumer reports them
+as a `gap`).
 """
 
 from __future__ import annotations
@@ -112,6 +113,7 @@ class ListTransport(RedisTransport):
         super().__init__(settings, redis)
         self.mode = settings.list_mode
         self.name = f"list-{self.mode}"
+        self.single_reader = self.mode != "reliable"
         self._read_log_script = self.redis.register_script(_READ_LOG)
 
     def _data_key(self, keys: JobKeys) -> str:

@@ -33,3 +33,15 @@ class ReaderConflict(RunstreamError):
 
 class TransportUnavailable(RunstreamError):
     """Redis cannot be reached or answered with an error we cannot recover from."""
+
+
+class JobDataLost(TransportUnavailable):
+    """Redis no longer has a job's events that were written (restarted without them)."""
+
+    def __init__(self, job_id: str, after_seq: int) -> None:
+        super().__init__(
+            f"job {job_id!r}: Redis no longer has its events up to seq {after_seq} "
+            "(restarted without its data, or the job expired); the job cannot continue"
+        )
+        self.job_id = job_id
+        self.after_seq = after_seq

@@ -40,6 +40,8 @@ class JobKeys:
     meta: str
     reader: str
     lease: str
+    batch: str = ""
+    """The last batch a producer wrote, so a retried publish is not written twice."""
 
     @property
     def all(self) -> tuple[str, ...]:
@@ -63,6 +65,7 @@ class KeySpace:
             meta=f"{tag}:meta",
             reader=f"{tag}:reader",
             lease=f"{tag}:lease",
+            batch=f"{tag}:batch",
         )
 
     @property

@@ -59,6 +59,13 @@ class Transport(Protocol):
         """
         ...
 
+    async def open_read(self, job_id: str, after: int = 0) -> AsyncIterator[Event]:
+        """`read`, but a reader conflict raises `ReaderConflict` here, before any event.
+
+        The modes that pop events (list-poll, list-blocking) serve one reader per job.
+        """
+        ...
+
     async def last_seq(self, job_id: str) -> int | None:
         """The highest seq given out for the job, or None if Redis has no data for it."""
         ...
