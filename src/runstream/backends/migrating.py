@@ -8,11 +8,14 @@ copies what the side that is behind lacks, in seq order, then appends the new ev
 complete in both structures.
 
 Consumers read the structure `RUNSTREAM_BACKEND` names (the list in `reliable` mode, which
-keeps history) and find each job where it is: a job that has no data there but has data in
-the other structure is read from the other one, and the consumer moves back to its own
-structure as soon as that one holds the job (checked on every idle read). Moving resumes
-after the last seq read, and `read` drops any seq it has already yielded, so no event is
-lost or seen twice. See docs/migration.md for the phases this transport is used in.
+keeps history) and find each job where it is: they read the structure holding the job's
+newest event, their own one on a tie. A job written only to the other structure (by a
+producer of an earlier or later phase, still finishing its jobs) is thus read from there,
+and the consumer moves back to its own structure once that one has caught up (copied by
+`runstream migrate` or by a dual-write). Where to read is decided when reading starts and
+again on every idle read. Moving resumes after the last seq read, and `read` drops any seq
+it has already yielded, so no event is lost or seen twice. See docs/migration.md for the
+phases this transport is used in.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from runstream.backends.redis_streams import StreamsTransport
 from runstream.core.events import Event
 from runstream.core.keys import JobKeys
 from runstream.core.settings import Settings
-from runstream.migrate.lua import DUAL_PUBLISH
+from runstream.migrate.lua import DUAL_PUBLISH, LAST_SEQS
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +50,9 @@ class MigratingTransport(RedisTransport):
         super().__init__(settings, redis)
         self.name = f"{settings.backend_name}+dual-write"
         self._dual_publish = self.redis.register_script(DUAL_PUBLISH)
+        self._last_seqs = self.redis.register_script(LAST_SEQS)
         lists = ListTransport(settings, self.redis)
-        streams = StreamsTransport(settings, self.redis)
+        self._streams = streams = StreamsTransport(settings, self.redis)
         own, other = (streams, lists) if settings.backend == "streams" else (lists, streams)
         self._own: RedisTransport = own
         self._other: RedisTransport = other
@@ -72,6 +76,8 @@ class MigratingTransport(RedisTransport):
 
     async def _batches(self, keys: JobKeys, after: int) -> AsyncIterator[Batch]:
         source = await self._locate(keys, self._own)
+        if source is not self._own:
+            self._log_source(keys, source, after)
         while True:
             moved = False
             reads = cast(AsyncGenerator[Batch, None], source._batches(keys, after))
@@ -83,29 +89,23 @@ class MigratingTransport(RedisTransport):
                         found = await self._locate(keys, source)
                         moved = found is not source
                         if moved:
-                            logger.info(
-                                "job %s: reading from %s after seq %d",
-                                keys.job_id,
-                                found.name,
-                                after,
-                            )
+                            self._log_source(keys, found, after)
                             source = found
                             break
             if not moved:
                 return
 
-    async def _locate(self, keys: JobKeys, current: RedisTransport) -> RedisTransport:
-        # Our own structure if it holds the job, else the other one if that does, else stay.
-        if await self._holds(self._own, keys):
-            return self._own
-        if await self._holds(self._other, keys):
-            return self._other
-        return current
+    def _log_source(self, keys: JobKeys, source: RedisTransport, after: int) -> None:
+        logger.info("job %s: reading from %s after seq %d", keys.job_id, source.name, after)
 
-    async def _holds(self, transport: RedisTransport, keys: JobKeys) -> bool:
-        if isinstance(transport, StreamsTransport):
-            return bool(await self.redis.exists(keys.stream))
-        return bool(await self.redis.exists(keys.list, keys.log))
+    async def _locate(self, keys: JobKeys, current: RedisTransport) -> RedisTransport:
+        # The structure with the newest event: our own on a tie, where we are if both are empty.
+        script_keys = [keys.seq, keys.list, keys.log, keys.stream]
+        in_list, in_stream = (int(n) for n in await self._last_seqs(keys=script_keys))
+        own, other = (in_stream, in_list) if self._own is self._streams else (in_list, in_stream)
+        if own == other == 0:
+            return current
+        return self._other if other > own else self._own
 
 
 def _stored_seq(raw: bytes) -> int:

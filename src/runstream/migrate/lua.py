@@ -144,3 +144,11 @@ end
 return {copied, in_list, in_stream, deleted}
 """
 )
+
+LAST_SEQS = (
+    _FUNCTIONS
+    + """
+-- Returns {last seq of the list side, last seq of the stream side}.
+return {list_last(), stream_last()}
+"""
+)
