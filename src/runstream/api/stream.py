@@ -24,6 +24,7 @@ from runstream.api.jobs import JobId
 from runstream.api.services import Services, get_services
 from runstream.core.errors import InvalidEvent, RunstreamError
 from runstream.core.events import Event
+from runstream.core.keys import KeySpace
 from runstream.migrate.compat import job_mismatch
 
 logger = logging.getLogger(__name__)
@@ -62,8 +63,11 @@ async def stream_job(
     if await _nothing_after(services, job_id, after):
         # 204 tells a browser's EventSource to stop reconnecting: it has seen `done`.
         return Response(status_code=204)
-    if after > 0 and services.settings.backend_name in DESTRUCTIVE_BACKENDS:
-        raise HTTPException(409, _cannot_resume(services.settings.backend_name))
+    backend = services.settings.backend_name
+    if after > 0 and backend in DESTRUCTIVE_BACKENDS:
+        raise HTTPException(409, _cannot_resume(backend))
+    if backend in DESTRUCTIVE_BACKENDS and await _consumed(services, job_id):
+        raise HTTPException(410, _nothing_left(job_id, backend))
     if services.readers.locked():
         raise HTTPException(
             503,
@@ -92,6 +96,20 @@ def _cannot_resume(backend_name: str) -> str:
         f"backend {backend_name} removes events as it reads them, so a stream cannot resume "
         "after a seq; set RUNSTREAM_LIST_MODE=reliable or RUNSTREAM_BACKEND=streams"
     )
+
+
+def _nothing_left(job_id: str, backend_name: str) -> str:
+    return (
+        f"job {job_id!r} has finished and backend {backend_name} removed its events as they "
+        "were read, so nothing is left to stream; RUNSTREAM_LIST_MODE=reliable or "
+        "RUNSTREAM_BACKEND=streams keep them"
+    )
+
+
+async def _consumed(services: Services, job_id: str) -> bool:
+    """True if a popping mode's job finished and its list is empty: a read would only wait."""
+    data = KeySpace(services.settings.key_prefix).job(job_id).list
+    return await services.queue.has_finished(job_id) and not await services.redis.llen(data)
 
 
 async def _nothing_after(services: Services, job_id: str, after: int) -> bool:
