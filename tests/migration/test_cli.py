@@ -129,6 +129,19 @@ def test_bad_settings_exit_2_with_a_clear_message(
     assert result.stderr.endswith(message)
 
 
+def test_unreachable_redis_exits_2_saying_nothing_is_half_copied() -> None:
+    from e2e.support import free_port
+
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+
+    result = _migrate(dead, "--dry-run", RUNSTREAM_SOCKET_CONNECT_TIMEOUT="0.5")
+
+    assert (result.returncode, result.stdout) == (2, "")
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith(f"runstream migrate: Redis at {dead} failed during the migration (")
+    assert last_line.endswith("); nothing is half-copied: run the same command again")
+
+
 @pytest.mark.slow
 def test_killed_half_way_and_run_again_finishes_with_no_duplicate(redis_url: str) -> None:
     jobs, events = 4000, 30
