@@ -40,8 +40,8 @@ class RedisServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         args = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly"]
         args += ["no", "--dir", str(self.workdir), "--dbfilename", "dump.rdb"]
-        log = (self.workdir / "redis.log").open("ab")
-        self.process = subprocess.Popen([binary, *args], stdout=log, stderr=log)
+        with (self.workdir / "redis.log").open("ab") as log:
+            self.process = subprocess.Popen([binary, *args], stdout=log, stderr=log)
         deadline = time.monotonic() + 10
         while True:
             try:
@@ -52,12 +52,14 @@ class RedisServer:
                 time.sleep(0.02)
 
     def restart(self, *, keep_data: bool) -> None:
-        """Stop (saving an RDB file first if `keep_data`) and start again on the same port."""
+        """Stop and start again on the same port: after `SHUTDOWN SAVE` if `keep_data`
+        (nothing written after the save), else after SIGKILL (everything lost)."""
         assert self.process is not None
         (self.workdir / "dump.rdb").unlink(missing_ok=True)
         if keep_data:
-            redis.Redis(port=self.port).save()
-        self.process.send_signal(signal.SIGKILL)
+            redis.Redis(port=self.port).shutdown(save=True)
+        else:
+            self.process.send_signal(signal.SIGKILL)
         self.process.wait(STOP_GRACE)
         self.start()
 
@@ -77,11 +79,19 @@ def stream_lines(api: Proc, job_id: str, after: int | None = None) -> httpx.Resp
 
 
 def read_sse(
-    api: Proc, job_id: str, *, after: int | None = None, stop_after: int | None = None
+    api: Proc,
+    job_id: str,
+    *,
+    after: int | None = None,
+    stop_after: int | None = None,
+    into: list[Event] | None = None,
 ) -> list[Event]:
-    """Events of one connection (stops after `stop_after`); checks `id:` is the seq."""
+    """Events of one connection (stops after `stop_after`); checks `id:` is the seq.
+
+    Events are appended to `into` as they arrive, if given (another thread may watch it).
+    """
     headers = {} if after is None else {"Last-Event-ID": str(after)}
-    events: list[Event] = []
+    events: list[Event] = [] if into is None else into
     with (
         httpx.Client(base_url=api.base_url, timeout=httpx.Timeout(5, read=30)) as client,
         connect_sse(client, "GET", f"/stream/{job_id}", headers=headers) as source,
@@ -91,7 +101,9 @@ def read_sse(
             if not sse.data:
                 continue
             event = Event.from_json(sse.data)
-            assert sse.id == (str(event.seq) if event.is_stored else ""), sse
+            # httpx-sse repeats the last id for an event without one (the SSE spec's "last
+            # event ID"), so only stored events can be checked here.
+            assert sse.id == str(event.seq) or not event.is_stored, sse
             events.append(event)
             if stop_after is not None and len(events) >= stop_after:
                 break
