@@ -128,3 +128,20 @@ def test_dual_write_with_a_list_mode_that_pops_is_refused() -> None:
         "invalid settings:\n  settings: RUNSTREAM_DUAL_WRITE needs RUNSTREAM_LIST_MODE=reliable, "
         "not 'poll': a list mode that pops events keeps no history to copy or resume from"
     )
+
+
+async def test_a_retried_dual_write_batch_is_stored_once(
+    transports: Transports, redis_client: Redis
+) -> None:
+    dual = transports("dual-streams")
+    k = keys("job")
+    script_keys = [k.seq, k.list, k.stream, k.batch, k.log, k.meta, k.reader, k.lease]
+    body = Event("token", {"text": "a"}).body()
+    args = ["both", 1000, 0, "batch-1", 0, body]
+
+    first = await dual._publish_script(keys=script_keys, args=args)  # type: ignore[attr-defined]
+    retry = await dual._publish_script(keys=script_keys, args=args)  # type: ignore[attr-defined]
+
+    assert (first, retry) == (1, 1)
+    assert seqs(await list_side(redis_client, "job")) == [1]
+    assert [entry_id for entry_id, _ in await stream_side(redis_client, "job")] == [b"0-1"]

@@ -22,16 +22,15 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from typing import cast
 
 from redis.asyncio import Redis
 
-from runstream.backends.base import MAX_EVENTS_PER_SCRIPT, Batch, RedisTransport
+from runstream.backends.base import Batch, RedisTransport
 from runstream.backends.redis_list import ListTransport
 from runstream.backends.redis_streams import StreamsTransport
-from runstream.core.events import Event
 from runstream.core.keys import JobKeys
 from runstream.core.settings import Settings
 from runstream.migrate.lua import DUAL_PUBLISH, LAST_SEQS
@@ -49,7 +48,8 @@ class MigratingTransport(RedisTransport):
     def __init__(self, settings: Settings, redis: Redis | None = None) -> None:
         super().__init__(settings, redis)
         self.name = f"{settings.backend_name}+dual-write"
-        self._dual_publish = self.redis.register_script(DUAL_PUBLISH)
+        # The base `_write` runs this script: its retries and checks apply to both structures.
+        self._publish_script = self.redis.register_script(DUAL_PUBLISH)
         self._last_seqs = self.redis.register_script(LAST_SEQS)
         lists = ListTransport(settings, self.redis)
         self._streams = streams = StreamsTransport(settings, self.redis)
@@ -59,20 +59,6 @@ class MigratingTransport(RedisTransport):
 
     def _data_key(self, keys: JobKeys) -> str:
         return keys.stream if self.settings.backend == "streams" else keys.list
-
-    async def _write(self, keys: JobKeys, events: Sequence[Event], ttl: int) -> list[int]:
-        main = (keys.seq, keys.list, keys.log, keys.stream)
-        script_keys = [*main, *(key for key in keys.all if key not in main)]
-        bodies = [event.body() for event in events]
-
-        seqs: list[int] = []
-        for start in range(0, len(bodies), MAX_EVENTS_PER_SCRIPT):
-            chunk = bodies[start : start + MAX_EVENTS_PER_SCRIPT]
-            chunk_ttl = ttl if start + len(chunk) == len(bodies) else 0
-            args: list[str | int] = [self.settings.max_len, chunk_ttl, *chunk]
-            first = int(await self._dual_publish(keys=script_keys, args=args))
-            seqs.extend(range(first, first + len(chunk)))
-        return seqs
 
     async def _batches(self, keys: JobKeys, after: int) -> AsyncIterator[Batch]:
         source = await self._locate(keys, self._own)

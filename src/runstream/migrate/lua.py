@@ -1,9 +1,10 @@
 """The per-job Lua scripts of a migration. Each runs atomically on one job's keys.
 
-Every script gets KEYS = seq, list, log, stream (then, for the publish, the job's other keys
-for the TTL). A job's *list side* is its `log` (events a reliable consumer has moved) followed
-by its `list` (events not read yet): together they are its events in seq order. Its *stream
-side* is the stream, whose entry IDs are `0-<seq>`.
+The copy scripts get KEYS = seq, list, log, stream; the publish gets the keys of the base
+publish script (`runstream.backends.base`), the log among them. A job's *list side* is its
+`log` (events a reliable consumer has moved) followed by its `list` (events not read yet):
+together they are its events in seq order. Its *stream side* is the stream, whose entry IDs
+are `0-<seq>`.
 
 Copying always appends what one side has past the other side's last seq, in seq order, so a
 stream is only ever appended to with increasing IDs, and running a copy twice copies nothing
@@ -12,10 +13,25 @@ the second time.
 
 from __future__ import annotations
 
+from runstream.backends.base import BATCH_MARK_SECONDS
+from runstream.backends.guards import APPEND_LUA
+
+_JOB_KEYS = """
+local seq_key, list, log, stream = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+"""
+
+# The base publish script's keys: seq, list, stream, batch, then the job's other keys.
+_PUBLISH_KEYS = """
+local seq_key, list, stream = KEYS[1], KEYS[2], KEYS[3]
+local log
+for i = 5, #KEYS do
+  if string.sub(KEYS[i], -5) == '}:log' then log = KEYS[i] end
+end
+"""
+
 # Shared functions. `SCAN_BACK` bounds how many unreadable entries (garbage written by
 # another tool) are skipped at the end of a list while looking for its last seq.
 _FUNCTIONS = """
-local seq_key, list, log, stream = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local SCAN_BACK = 16
 
 local function seq_of(entry)
@@ -82,31 +98,36 @@ local function stream_to_list(after, cap, dry)
 end
 """
 
+# The base publish script (same KEYS, ARGV and reply: a retried batch is not written twice,
+# and -1 says the job's events are gone), except that it first brings the side that is behind
+# (a job begun by a single-structure producer) up to the other, then appends the events to
+# both sides with one seq and the same bytes.
 DUAL_PUBLISH = (
-    _FUNCTIONS
+    APPEND_LUA
+    + _PUBLISH_KEYS
+    + _FUNCTIONS
     + """
--- ARGV: cap, ttl, event bodies. First bring the side that is behind (a job begun by a
--- single-structure producer) up to the other, then give the events their seqs and append
--- each to both sides with the same bytes.
-local cap, ttl = tonumber(ARGV[1]), tonumber(ARGV[2])
+local cap, ttl = tonumber(ARGV[2]), tonumber(ARGV[3])
+local batch, expected = ARGV[4], tonumber(ARGV[5])
+local mark = redis.call('GET', KEYS[4])
+if mark then
+  local id, first = string.match(mark, '^(%S+) (%d+)$')
+  if id == batch then return tonumber(first) end
+end
+if expected > 0 and tonumber(redis.call('GET', seq_key) or '0') < expected - 1 then
+  return -1
+end
+
 local in_list, in_stream = list_last(), stream_last()
 if in_list > in_stream then
   list_to_stream(in_stream, cap, false)
 elseif in_stream > in_list then
   stream_to_list(in_list, cap, false)
 end
-
-local n = #ARGV - 2
-local first = redis.call('INCRBY', seq_key, n) - n + 1
-local entries = {}
-for i = 1, n do
-  local seq = string.format('%d', first + i - 1)
-  local entry = '{"seq":' .. seq .. ',' .. ARGV[i + 2]
-  redis.call('XADD', stream, 'MAXLEN', '~', cap, '0-' .. seq, 'e', entry)
-  entries[i] = entry
-end
-redis.call('RPUSH', list, unpack(entries))
-redis.call('LTRIM', list, -cap, -1)
+local bodies = {}
+for i = 6, #ARGV do bodies[#bodies + 1] = ARGV[i] end
+local first = append('both', list, stream, cap, bodies)
+redis.call('SET', KEYS[4], batch .. ' ' .. first, 'EX', BATCH_MARK_SECONDS)
 
 if ttl > 0 then
   for i = 1, #KEYS do redis.call('EXPIRE', KEYS[i], ttl) end
@@ -116,10 +137,11 @@ else
 end
 return first
 """
-)
+).replace("BATCH_MARK_SECONDS", str(BATCH_MARK_SECONDS))
 
 COPY_JOB = (
-    _FUNCTIONS
+    _JOB_KEYS
+    + _FUNCTIONS
     + """
 -- ARGV: target ('stream' or 'list'), cap, dry ('1': count, write nothing), prune ('1': then
 -- delete the other side, which the target now holds in full).
@@ -146,7 +168,8 @@ return {copied, in_list, in_stream, deleted}
 )
 
 LAST_SEQS = (
-    _FUNCTIONS
+    _JOB_KEYS
+    + _FUNCTIONS
     + """
 -- Returns {last seq of the list side, last seq of the stream side}.
 return {list_last(), stream_last()}
