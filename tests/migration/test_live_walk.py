@@ -79,6 +79,10 @@ class Deployment:
         self.api = api
         health = httpx.get(f"{api.base_url}/healthz", timeout=5).json()
         assert "backend_mismatch" not in health, health
+        dual = env["RUNSTREAM_DUAL_WRITE"] == "true"
+        assert health["reads"] == ("list+stream" if dual else phase.replace("streams", "stream"))
+        assert ("api: dual-write on: reading " in api.output()) == dual
+        assert ("worker: dual-write on: " in worker.output()) == dual
         return api
 
     def wait_drained(self) -> None:

@@ -53,6 +53,11 @@ def run(args: argparse.Namespace) -> int:
         settings.api_host,
         settings.api_port,
     )
+    if settings.dual_write:
+        logger.info(
+            "api: dual-write on: reading %s, or wherever a job's newest events are",
+            settings.backend,
+        )
     config = uvicorn.Config(
         create_app(settings),
         host=settings.api_host,

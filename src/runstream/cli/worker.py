@@ -59,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
         settings.graph or "built-in demo",
         settings.worker_concurrency,
     )
+    if settings.dual_write:
+        logger.info("worker: dual-write on: every event goes to the job's list and its stream")
     # Like `python -m`, find a --graph module in the current directory.
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
