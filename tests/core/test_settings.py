@@ -107,3 +107,69 @@ def test_bad_environment_value_names_the_variable(monkeypatch: pytest.MonkeyPatc
         load_settings()
 
     assert "RUNSTREAM_BLOCK_MS: Input should be a valid integer" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            {"redis_url": "nonsense"},
+            "RUNSTREAM_REDIS_URL: not a Redis URL (no scheme); use one of redis://, rediss://, "
+            "unix://, for example redis://127.0.0.1:6379/0",
+        ),
+        (
+            {"redis_url": "http://:secret@127.0.0.1:6379/0"},
+            "RUNSTREAM_REDIS_URL: not a Redis URL (scheme 'http'); use one of redis://, rediss://, "
+            "unix://, for example redis://127.0.0.1:6379/0",
+        ),
+        (
+            {"redis_url": "redis://127.0.0.1:6379/zero"},
+            "RUNSTREAM_REDIS_URL: the database must be a number, like /0, not 'zero'",
+        ),
+        (
+            {"lease_seconds": 1e-9},
+            "RUNSTREAM_LEASE_SECONDS: Input should be greater than or equal to 1",
+        ),
+        ({"job_timeout": 0}, "RUNSTREAM_JOB_TIMEOUT: Input should be greater than 0"),
+        (
+            {"api_host": "256.1.1.1"},
+            "RUNSTREAM_API_HOST: '256.1.1.1' is neither an IP address nor a host name; use for "
+            "example 127.0.0.1, 0.0.0.0 or localhost",
+        ),
+        (
+            {"api_host": "my host"},
+            "RUNSTREAM_API_HOST: 'my host' is neither an IP address nor a host name; use for "
+            "example 127.0.0.1, 0.0.0.0 or localhost",
+        ),
+    ],
+)
+def test_bad_setting_message_is_exact(overrides: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(**overrides)
+
+    assert str(caught.value) == f"invalid settings:\n  {message}"
+    assert "secret" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"redis_url": "rediss://:pw@cache.example:6380/3"},
+        {"redis_url": "unix:///run/redis.sock?db=2"},
+        {"redis_url": "redis://127.0.0.1"},
+        {"api_host": "::1"},
+        {"api_host": "0.0.0.0"},
+        {"api_host": "api-1.internal"},
+        {"lease_seconds": 1},
+    ],
+)
+def test_valid_urls_hosts_and_lease_are_accepted(overrides: dict[str, object]) -> None:
+    settings = load_settings(**overrides)
+
+    assert settings.model_dump(include=set(overrides)) == overrides
+
+
+def test_job_timeout_defaults_to_an_hour(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().job_timeout == 3600.0
+    monkeypatch.setenv("RUNSTREAM_JOB_TIMEOUT", "2.5")
+    assert load_settings().job_timeout == 2.5

@@ -17,6 +17,11 @@ from runstream.worker.queue import GROUP, InvalidJobInput, JobQueue, QueuedJob
 SHORT_LEASE = 0.5
 
 
+def short_lease(make_settings: Callable[..., Settings]) -> Settings:
+    """Settings with a lease below RUNSTREAM_LEASE_SECONDS's minimum, to keep tests fast."""
+    return make_settings().model_copy(update={"lease_seconds": SHORT_LEASE})
+
+
 async def test_submit_writes_queued_status(
     any_redis: Redis, make_settings: Callable[..., Settings]
 ) -> None:
@@ -90,8 +95,8 @@ async def test_take_then_ack_empties_the_queue(
 async def test_dead_workers_job_is_taken_over_after_the_lease(
     any_redis: Redis, make_settings: Callable[..., Settings]
 ) -> None:
-    queue_1 = JobQueue(any_redis, make_settings(lease_seconds=SHORT_LEASE))
-    queue_2 = JobQueue(any_redis, make_settings(lease_seconds=SHORT_LEASE))
+    queue_1 = JobQueue(any_redis, short_lease(make_settings))
+    queue_2 = JobQueue(any_redis, short_lease(make_settings))
     await queue_1.submit("orphan", {"prompt": "p"})
     [taken] = await queue_1.take("dead-worker", count=1, block_ms=10)
 
@@ -107,8 +112,8 @@ async def test_dead_workers_job_is_taken_over_after_the_lease(
 async def test_renewed_lease_keeps_a_long_job_from_being_stolen(
     any_redis: Redis, make_settings: Callable[..., Settings]
 ) -> None:
-    owner = JobQueue(any_redis, make_settings(lease_seconds=SHORT_LEASE))
-    other = JobQueue(any_redis, make_settings(lease_seconds=SHORT_LEASE))
+    owner = JobQueue(any_redis, short_lease(make_settings))
+    other = JobQueue(any_redis, short_lease(make_settings))
     await owner.submit("long", {"prompt": "p"})
     [job] = await owner.take("owner", count=1, block_ms=10)
 
@@ -125,8 +130,8 @@ async def test_renewed_lease_keeps_a_long_job_from_being_stolen(
 async def test_renew_does_not_steal_back_a_lost_job(
     any_redis: Redis, make_settings: Callable[..., Settings]
 ) -> None:
-    slow = JobQueue(any_redis, make_settings(lease_seconds=SHORT_LEASE))
-    fast = JobQueue(any_redis, make_settings(lease_seconds=SHORT_LEASE))
+    slow = JobQueue(any_redis, short_lease(make_settings))
+    fast = JobQueue(any_redis, short_lease(make_settings))
     await slow.submit("stalled", {"prompt": "p"})
     [job] = await slow.take("slow", count=1, block_ms=10)
     await asyncio.sleep(SHORT_LEASE + 0.2)

@@ -306,7 +306,9 @@ async def test_second_stop_leaves_a_job_without_events_pending(setup: Setup) -> 
     class Silent:
         """The sleepy graph without its custom event: nothing is published."""
 
-        async def astream(self, graph_input: Any, stream_mode: Any = None) -> AsyncIterator[Any]:
+        async def astream(
+            self, graph_input: Any, stream_mode: Any = None, config: Any = None
+        ) -> AsyncIterator[Any]:
             await asyncio.sleep(30)
             async for item in graph.astream(graph_input, stream_mode=stream_mode):
                 yield item

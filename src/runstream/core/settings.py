@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from runstream.core.errors import ConfigError
@@ -15,6 +18,9 @@ ENV_PREFIX = "RUNSTREAM_"
 
 # A blocking read's reply may arrive up to this long after the server-side BLOCK ends.
 BLOCK_MARGIN_SECONDS = 1.0
+
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 
 
 class Settings(BaseSettings):
@@ -49,8 +55,9 @@ class Settings(BaseSettings):
 
     worker_concurrency: int = Field(8, ge=1, le=1000, description="jobs one worker runs at once")
     lease_seconds: float = Field(
-        30.0, gt=0, description="a job whose worker is silent this long is reclaimed"
+        30.0, ge=1, description="a job whose worker is silent this long is reclaimed"
     )
+    job_timeout: float = Field(3600.0, gt=0, description="a job running longer ends with error")
     graph: str = Field(
         "", description="module:attribute of a compiled graph; empty = built-in demo"
     )
@@ -60,6 +67,38 @@ class Settings(BaseSettings):
     api_port: int = Field(8000, ge=1, le=65535)
     heartbeat: float = Field(15.0, gt=0, description="seconds between SSE heartbeat comments")
     max_body_bytes: int = Field(65_536, ge=256, description="largest POST /jobs body")
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, url: str) -> str:
+        # The URL may hold a password: messages quote only its scheme and database.
+        parts = urlsplit(url)
+        if parts.scheme not in REDIS_SCHEMES or not (parts.netloc or parts.path):
+            schemes = ", ".join(f"{scheme}://" for scheme in REDIS_SCHEMES)
+            found = f"scheme {parts.scheme!r}" if parts.scheme else "no scheme"
+            raise ValueError(
+                f"not a Redis URL ({found}); use one of {schemes}, "
+                "for example redis://127.0.0.1:6379/0"
+            )
+        database = parts.path.strip("/")
+        if parts.scheme != "unix" and database and not database.isdigit():
+            raise ValueError(f"the database must be a number, like /0, not {database[:20]!r}")
+        return url
+
+    @field_validator("api_host")
+    @classmethod
+    def _check_api_host(cls, host: str) -> str:
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            labels = host.rstrip(".").split(".")
+            numeric = all(label.isdigit() for label in labels)
+            if numeric or not all(_HOST_LABEL.fullmatch(label) for label in labels):
+                raise ValueError(
+                    f"{host[:60]!r} is neither an IP address nor a host name; "
+                    "use for example 127.0.0.1, 0.0.0.0 or localhost"
+                ) from None
+        return host
 
     @model_validator(mode="after")
     def _check_consistency(self) -> Settings:

@@ -68,7 +68,9 @@ class Worker:
         self.transport = transport
         self.queue = queue
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self.runner = JobRunner(self.graph, transport, queue, worker_name=self.name)
+        self.runner = JobRunner(
+            self.graph, transport, queue, worker_name=self.name, job_timeout=settings.job_timeout
+        )
         self.registry = WorkerRegistry(queue.redis, settings)
         self._running: dict[str, tuple[QueuedJob, asyncio.Task[None]]] = {}
         self._slot_freed = asyncio.Event()
