@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from runstream.core.errors import InvalidJobId
 from runstream.core.events import Event
 from runstream.core.settings import Settings
 from runstream.core.transport import open_transport
-from runstream.worker.queue import GROUP, InvalidJobInput, JobQueue, QueuedJob
+from runstream.worker.queue import (
+    GROUP,
+    UNFINISHED_TTL_SECONDS,
+    InvalidJobInput,
+    JobQueue,
+    QueuedJob,
+)
 
 SHORT_LEASE = 0.5
 
@@ -213,3 +221,86 @@ async def test_retire_removes_only_a_consumer_without_pending_jobs(
     await queue.ack(job)
     assert await queue.retire("busy") is True
     assert await any_redis.xinfo_consumers(queue.stream, GROUP) == []
+
+
+async def test_failed_submit_leaves_no_queued_job(
+    any_redis: Redis, make_settings: Callable[..., Settings]
+) -> None:
+    queue = JobQueue(any_redis, make_settings())
+    await any_redis.set(queue.stream, "not a stream")
+
+    with pytest.raises(ResponseError, match="WRONGTYPE"):
+        await queue.submit("lost", {"prompt": "p"})
+
+    assert await queue.status("lost") is None
+    assert await any_redis.exists(queue.keys.job("lost").meta) == 0
+
+
+async def test_unfinished_job_meta_expires_after_a_week(
+    any_redis: Redis, make_settings: Callable[..., Settings]
+) -> None:
+    queue = JobQueue(any_redis, make_settings())
+    meta = queue.keys.job("j").meta
+
+    await queue.submit("j", {"prompt": "p"})
+    queued_ttl = await any_redis.ttl(meta)
+    await any_redis.expire(meta, 5)
+    await queue.mark_running("j", "w1")
+    running_ttl = await any_redis.ttl(meta)
+
+    assert UNFINISHED_TTL_SECONDS == 7 * 24 * 3600
+    assert UNFINISHED_TTL_SECONDS - 1 <= queued_ttl <= UNFINISHED_TTL_SECONDS
+    assert UNFINISHED_TTL_SECONDS - 1 <= running_ttl <= UNFINISHED_TTL_SECONDS
+    long_jobs = JobQueue(any_redis, make_settings(job_timeout=30 * 24 * 3600))
+    assert long_jobs.unfinished_ttl == 31 * 24 * 3600
+
+
+async def test_submit_queues_without_a_group_and_a_later_worker_takes_the_job(
+    any_redis: Redis, make_settings: Callable[..., Settings]
+) -> None:
+    submitter = JobQueue(any_redis, make_settings())
+    await submitter.submit("early", {"prompt": "p"})
+    groups_before = await any_redis.xinfo_groups(submitter.stream)
+
+    jobs = await JobQueue(any_redis, make_settings()).take("w", count=5, block_ms=10)
+
+    assert groups_before == []
+    assert [(job.job_id, job.job_input) for job in jobs] == [("early", {"prompt": "p"})]
+
+
+async def test_submit_refuses_a_taken_id_without_queuing_it_twice(
+    any_redis: Redis, make_settings: Callable[..., Settings]
+) -> None:
+    queue = JobQueue(any_redis, make_settings())
+    await queue.submit("twice", {"prompt": "a"})
+
+    with pytest.raises(InvalidJobInput, match="job id 'twice' is already in use; submit a new id"):
+        await queue.submit("twice", {"prompt": "b"})
+
+    assert await any_redis.xlen(queue.stream) == 1
+
+
+@pytest.mark.parametrize(
+    ("job_input", "message"),
+    [
+        ({"prompt": "a\ud800"}, "job input holds a lone surrogate, which is not valid UTF-8"),
+        (
+            {"input": {"x": float("nan")}},
+            "job input is not serialisable as JSON (Out of range float values are not JSON "
+            "compliant",
+        ),
+    ],
+)
+async def test_submit_refuses_input_redis_or_json_cannot_hold(
+    fake_redis: Redis,
+    make_settings: Callable[..., Settings],
+    job_input: dict[str, Any],
+    message: str,
+) -> None:
+    queue = JobQueue(fake_redis, make_settings())
+
+    with pytest.raises(InvalidJobInput) as caught:
+        await queue.submit("odd", job_input)
+
+    assert str(caught.value).startswith(message)
+    assert await queue.status("odd") is None

@@ -1,7 +1,11 @@
 """The job queue: a Redis Stream read by the `workers` consumer group.
 
-Submitting a job writes its meta hash (`status=queued`) and XADDs `{job_id, input}` to
-`rs:jobs`. A worker takes jobs with XREADGROUP
+Submitting a job is one Lua script: it XADDs `{job_id, input}` to `rs:jobs` and writes the
+job's meta hash (`status=queued`), or does nothing if the id is taken. The meta hash of a
+job not yet finished expires after `UNFINISHED_TTL_SECONDS` (a week, or the job timeout
+plus a day if longer), so a job nobody runs cannot stay `queued` forever; a finished job's
+keys get `ttl_after_done`. The consumer group is created by the workers (from id 0, so it
+sees jobs queued before it existed), not on each submit. A worker takes jobs with XREADGROUP
 (https://redis.io/docs/latest/commands/xreadgroup/); a taken job stays in the group's
 pending entries list (PEL) until the worker XACKs it after the job's `done` event, and is
 then deleted from the stream, so the queue holds only jobs not yet finished.
@@ -62,6 +66,22 @@ _STATES: dict[str, JobState] = {
     "done": "done",
     "failed": "failed",
 }
+
+# Queue job ARGV[1] with input ARGV[2] created at ARGV[3], its meta KEYS[1] expiring in
+# ARGV[4] s, unless the id is taken (return 0). XADD comes first: a script is not rolled
+# back, and the stream is the write that can fail (a key of the wrong type).
+_SUBMIT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return 0
+end
+redis.call('XADD', KEYS[2], '*', 'job_id', ARGV[1], 'input', ARGV[2])
+redis.call('HSET', KEYS[1], 'status', 'queued', 'created_at', ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+return 1
+"""
+
+UNFINISHED_TTL_SECONDS = 7 * 24 * 3600
+"""How long the meta hash of a job that never finishes lives (queued, or its worker gone)."""
 
 # Re-claim each entry in ARGV[3..] (resetting its idle time) only if consumer ARGV[2] of
 # group ARGV[1] still owns it; return the entries it still owns.
@@ -126,6 +146,7 @@ class JobQueue:
         self.keys = KeySpace(settings.key_prefix)
         self.stream = self.keys.job_queue
         self._renew_script = redis.register_script(_RENEW)
+        self._submit_script = redis.register_script(_SUBMIT)
         self._group_ready = False
         self._claim_cursor = "0-0"
 
@@ -133,16 +154,19 @@ class JobQueue:
     def lease_ms(self) -> int:
         return max(1, int(self.settings.lease_seconds * 1000))
 
+    @property
+    def unfinished_ttl(self) -> int:
+        """Seconds an unfinished job's meta hash lives: a week, or a day past the timeout."""
+        return max(UNFINISHED_TTL_SECONDS, int(self.settings.job_timeout) + 24 * 3600)
+
     async def submit(self, job_id: str, job_input: Mapping[str, Any]) -> None:
         """Record the job as `queued` and enqueue it. Raise `InvalidJobInput` on bad input."""
         meta = self.keys.job(validate_job_id(job_id)).meta
         encoded = _encode_input(job_input)
 
-        if not await self.redis.hsetnx(meta, "status", "queued"):
+        args = [job_id, encoded, repr(time.time()), self.unfinished_ttl]
+        if not await self._submit_script(keys=[meta, self.stream], args=args):
             raise InvalidJobInput(f"job id {job_id!r} is already in use; submit a new id")
-        await self.redis.hset(meta, "created_at", repr(time.time()))
-        await self.ensure_group()
-        await self.redis.xadd(self.stream, {"job_id": job_id, "input": encoded})
         logger.info("job %s queued", job_id)
 
     async def status(self, job_id: str) -> JobStatus | None:
@@ -265,7 +289,10 @@ class JobQueue:
             "worker": consumer,
             "writes": structures(self.settings),
         }
-        await self.redis.hset(meta, mapping=fields)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(meta, mapping=fields)
+            pipe.expire(meta, self.unfinished_ttl)
+            await pipe.execute()
 
     async def mark_finished(
         self, job_id: str, *, tokens: int = 0, error: str | None = None
@@ -320,9 +347,15 @@ def _encode_input(job_input: Mapping[str, Any]) -> str:
     if not isinstance(job_input, Mapping):
         raise InvalidJobInput(f"job input must be a JSON object, got {type(job_input).__name__}")
     try:
-        return json.dumps(dict(job_input), ensure_ascii=False, separators=(",", ":"))
+        encoded = json.dumps(
+            dict(job_input), ensure_ascii=False, separators=(",", ":"), allow_nan=False
+        )
+        encoded.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise InvalidJobInput("job input holds a lone surrogate, which is not valid UTF-8") from err
     except (TypeError, ValueError) as err:
         raise InvalidJobInput(f"job input is not serialisable as JSON ({err})") from err
+    return encoded
 
 
 def _parse_entry(entry_id: str, fields: dict[str, str], reclaimed: bool) -> QueuedJob | None:
