@@ -164,7 +164,7 @@ class JobQueue:
         meta = self.keys.job(validate_job_id(job_id)).meta
         encoded = _encode_input(job_input)
 
-        args = [job_id, encoded, repr(time.time()), self.unfinished_ttl]
+        args: list[str | int] = [job_id, encoded, repr(time.time()), self.unfinished_ttl]
         if not await self._submit_script(keys=[meta, self.stream], args=args):
             raise InvalidJobInput(f"job id {job_id!r} is already in use; submit a new id")
         logger.info("job %s queued", job_id)
