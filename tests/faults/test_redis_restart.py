@@ -44,6 +44,7 @@ def test_restart_keeping_data_loses_and_doubles_nothing(
     assert [e.type for e in events].count("error") == 0
     assert events[-1].type == "done"
     assert "lost Redis" in api.output()  # the reader did reconnect
+    assert f"job {job_id}: publish after seq" in worker.output()  # the producer did retry
     assert "Traceback" not in worker.output()
 
 
