@@ -58,7 +58,9 @@ async def test_openapi_documents_the_job_body(api: Api) -> None:
     response = await api.client.get("/openapi.json")
 
     body = response.json()["paths"]["/jobs"]["post"]["requestBody"]
-    assert body["content"]["application/json"]["schema"]["required"] == ["prompt"]
+    schema = body["content"]["application/json"]["schema"]
+    assert "required" not in schema
+    assert set(schema["properties"]) == {"prompt", "input", "trace_id"}
 
 
 async def test_invalid_json_is_422_naming_the_body(api: Api) -> None:
@@ -71,12 +73,76 @@ async def test_invalid_json_is_422_naming_the_body(api: Api) -> None:
     assert [(error["loc"], error["type"]) for error in detail] == [(["body"], "json_invalid")]
 
 
-async def test_missing_prompt_is_422_naming_prompt(api: Api) -> None:
-    response = await api.client.post("/jobs", json={"input": {}})
+async def test_neither_prompt_nor_input_is_422_naming_the_body(api: Api) -> None:
+    response = await api.client.post("/jobs", json={"trace_id": "t"})
 
     assert response.status_code == 422
-    assert [error["loc"] for error in response.json()["detail"]] == [["body", "prompt"]]
-    assert response.json()["message"] == "body.prompt: Field required"
+    assert [error["loc"] for error in response.json()["detail"]] == [["body"]]
+    assert (
+        response.json()["message"] == "body: Value error, give a prompt or a graph input (or both)"
+    )
+    assert await api.services.redis.exists("rs:jobs") == 0
+
+
+async def test_graph_input_without_a_prompt_is_accepted(api: Api) -> None:
+    response = await api.client.post("/jobs", json={"input": {"question": "ping"}})
+
+    assert response.status_code == 202
+    [(_, fields)] = await api.services.redis.xrange("rs:jobs")
+    assert json.loads(fields[b"input"]) == {"input": {"question": "ping"}}
+
+
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data"]
+)
+async def test_body_that_is_not_json_by_content_type_is_415(api: Api, content_type: str) -> None:
+    response = await api.client.post(
+        "/jobs", content=b'{"prompt": "x"}', headers={"content-type": content_type}
+    )
+
+    assert response.status_code == 415
+    assert response.json() == {
+        "detail": f"Content-Type must be application/json, got {content_type!r}"
+    }
+    assert await api.services.redis.exists("rs:jobs") == 0
+
+
+@pytest.mark.parametrize(
+    "content_type", ["application/json; charset=utf-8", "Application/JSON", "application/ld+json"]
+)
+async def test_json_content_types_are_accepted(api: Api, content_type: str) -> None:
+    response = await api.client.post(
+        "/jobs", content=b'{"prompt": "x"}', headers={"content-type": content_type}
+    )
+
+    assert response.status_code == 202
+
+
+@pytest.mark.parametrize(
+    ("raw", "loc"),
+    [
+        (b'{"input": {"x": NaN}}', ["body", "input", "x"]),
+        (b'{"prompt": "p", "input": {"a": [1, Infinity]}}', ["body", "input", "a", 1]),
+        (b'{"input": {"deep": {"n": -Infinity}}}', ["body", "input", "deep", "n"]),
+        (b'{"input": {"big": 1e999}}', ["body", "input", "big"]),
+    ],
+)
+async def test_non_finite_number_in_input_is_422_naming_it(
+    api: Api, raw: bytes, loc: list[str | int]
+) -> None:
+    response = await api.client.post(
+        "/jobs", content=raw, headers={"content-type": "application/json"}
+    )
+
+    assert response.status_code == 422
+    assert response.json()["detail"] == [
+        {
+            "loc": loc,
+            "msg": "NaN and infinite numbers are not valid JSON; send a finite number or a string",
+            "type": "finite_number",
+        }
+    ]
+    assert await api.services.redis.exists("rs:jobs") == 0
 
 
 async def test_blank_prompt_is_422_naming_prompt(api: Api) -> None:

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import logging
+import math
 import secrets
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from runstream.api.services import Services, get_services
 from runstream.core.errors import InvalidJobId
 from runstream.core.keys import validate_job_id
+from runstream.worker.queue import InvalidJobInput
 
 logger = logging.getLogger(__name__)
 
@@ -23,7 +26,7 @@ JOB_ID_BYTES = 16  # secrets.token_urlsafe(16): 22 characters of A-Z a-z 0-9 _ -
 
 
 class JobRequest(BaseModel):
-    """The body of `POST /jobs`.
+    """The body of `POST /jobs`: a prompt, a graph input, or both.
 
     `input`, when given, is the graph's input as is; otherwise the graph gets
     `{"prompt": prompt}`. `trace_id` is copied into every event of the job.
@@ -31,7 +34,7 @@ class JobRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
+    prompt: str | None = Field(None, min_length=1, max_length=MAX_PROMPT_CHARS)
     input: dict[str, Any] | None = None
     trace_id: str | None = Field(None, max_length=128)
 
@@ -41,6 +44,12 @@ class JobRequest(BaseModel):
         if not prompt.strip():
             raise ValueError("must not be blank")
         return prompt
+
+    @model_validator(mode="after")
+    def _prompt_or_input(self) -> JobRequest:
+        if self.prompt is None and self.input is None:
+            raise ValueError("give a prompt or a graph input (or both)")
+        return self
 
 
 class JobAccepted(BaseModel):
@@ -52,11 +61,41 @@ class JobAccepted(BaseModel):
 async def read_job_request(request: Request) -> JobRequest:
     """Read the body with a size cap, then validate it; 413 or 422 on bad input."""
     services = get_services(request)
+    _check_content_type(request.headers.get("content-type"))
     raw = await _read_capped(request, services.settings.max_body_bytes)
     try:
-        return JobRequest.model_validate_json(raw)
+        job = JobRequest.model_validate_json(raw)
     except ValidationError as err:
         raise RequestValidationError(_body_errors(err)) from err
+    bad = next(_non_finite(job.input, ["body", "input"]), None)
+    if bad is not None:
+        msg = "NaN and infinite numbers are not valid JSON; send a finite number or a string"
+        raise RequestValidationError([{"loc": bad, "msg": msg, "type": "finite_number"}])
+    return job
+
+
+def _check_content_type(header: str | None) -> None:
+    # No header at all is read as JSON, as FastAPI does; any other media type is refused.
+    if header is None:
+        return
+    media_type = header.partition(";")[0].strip().lower()
+    if media_type == "application/json" or (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    ):
+        return
+    raise HTTPException(415, f"Content-Type must be application/json, got {header[:60]!r}")
+
+
+def _non_finite(value: Any, path: list[str | int]) -> Iterator[list[str | int]]:
+    """The paths of NaN and infinite numbers in `value` (JSON allows neither)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        yield path
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _non_finite(item, [*path, key])
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _non_finite(item, [*path, index])
 
 
 async def _read_capped(request: Request, limit: int) -> bytes:
@@ -118,8 +157,12 @@ async def submit_job(
     services: Annotated[Services, Depends(get_services)],
 ) -> JobAccepted:
     job_id = secrets.token_urlsafe(JOB_ID_BYTES)
-    await services.queue.submit(job_id, body.model_dump(exclude_none=True))
-    logger.info("job %s submitted (%d prompt characters)", job_id, len(body.prompt))
+    try:
+        await services.queue.submit(job_id, body.model_dump(exclude_none=True))
+    except InvalidJobInput as err:
+        problem = {"loc": ["body"], "msg": str(err), "type": "value_error"}
+        raise RequestValidationError([problem]) from err
+    logger.info("job %s submitted (%d prompt characters)", job_id, len(body.prompt or ""))
 
     accepted = JobAccepted(
         job_id=job_id,
