@@ -32,6 +32,13 @@ Crash semantics (what a reclaimed job becomes):
   already died on it `worker.MAX_DELIVERIES` times (a job that kills its worker, say); then it
   ends with `error` {reason: "producer_lost"} then `done` too, instead of killing more.
 
+With no other worker alive, nobody takes the job over; its readers then end it themselves
+once its `lease` key is gone (`runstream.backends.guards`): `error` {reason:
+"producer_lost"} then `done`, in one Lua step that only runs while the job is `running`,
+unfinished and without a lease. A worker taking a job over sets the `lease` key before it
+looks at the job, so a reader and a worker never both end it; a worker that finds the job
+already ended acks it.
+
 Why a Stream and not a reliable list: the consumer group keeps per-entry owner, idle time
 and delivery count in Redis itself, so takeover is one command and needs no sweeper.
 """
