@@ -8,6 +8,8 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
+STARTUP_PING_TIMEOUT = 2.0
+
 
 def register(subparsers: Any) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
@@ -58,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
             "api: dual-write on: reading %s, or wherever a job's newest events are",
             settings.backend,
         )
+    _check_redis(settings)
     config = uvicorn.Config(
         create_app(settings),
         host=settings.api_host,
@@ -68,3 +71,30 @@ def run(args: argparse.Namespace) -> int:
     )
     uvicorn.Server(config).run()
     return 0
+
+
+def _check_redis(settings: Any) -> None:
+    """Exit with a clear message if Redis refuses us (wrong password, no such database).
+
+    A Redis that does not answer yet is only logged: the API starts, answers 503 while
+    Redis is away, and recovers when it comes back.
+    """
+    import redis
+    from redis.exceptions import RedisError
+
+    from runstream.core.errors import ConfigError
+    from runstream.core.redis_client import redis_refusal
+
+    client = redis.Redis.from_url(
+        settings.redis_url, socket_connect_timeout=STARTUP_PING_TIMEOUT,
+        socket_timeout=STARTUP_PING_TIMEOUT,
+    )  # fmt: skip
+    try:
+        client.ping()
+    except RedisError as err:
+        problem = redis_refusal(settings.redis_url, err)
+        if isinstance(problem, ConfigError):
+            raise problem from err
+        logger.warning("api: %s; starting anyway (503 until Redis answers)", problem)
+    finally:
+        client.close()

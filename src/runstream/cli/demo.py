@@ -154,6 +154,10 @@ def ping_problem(url: str) -> str | None:
         raise DemoError(f"the Redis at RUNSTREAM_REDIS_URL refused our login: {err}") from err
     except (redis.ConnectionError, redis.TimeoutError) as err:
         return str(err) or type(err).__name__
+    except redis.RedisError as err:
+        from runstream.core.redis_client import redis_refusal
+
+        raise redis_refusal(url, err) from err
     finally:
         client.close()
     return None

@@ -5,7 +5,11 @@ from __future__ import annotations
 from urllib.parse import urlsplit, urlunsplit
 
 from redis.asyncio import Redis
+from redis.exceptions import AuthenticationError, RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from runstream.core.errors import ConfigError, RunstreamError, TransportUnavailable
 from runstream.core.settings import Settings
 
 
@@ -33,3 +37,21 @@ def masked_url(url: str) -> str:
     netloc = parts.netloc.rpartition("@")
     user = (parts.username or "") + ":***"
     return urlunsplit(parts._replace(netloc=f"{user}@{netloc[2]}"))
+
+
+def redis_refusal(url: str, err: RedisError) -> RunstreamError:
+    """What to tell the user when Redis at `url` fails a process's first command.
+
+    Unreachable: `TransportUnavailable`. Reachable but refusing us (a wrong password, a
+    database index the server does not have): `ConfigError`, since retrying cannot help.
+    Both name RUNSTREAM_REDIS_URL and show the URL with its password masked.
+    """
+    where = masked_url(url)
+    if isinstance(err, AuthenticationError):
+        return ConfigError(f"RUNSTREAM_REDIS_URL: Redis at {where} refused the login ({err})")
+    if isinstance(err, RedisConnectionError | RedisTimeoutError):
+        return TransportUnavailable(
+            f"cannot reach Redis at {where} ({err}); check RUNSTREAM_REDIS_URL"
+        )
+    hint = "; pick a database the server has (0-15 by default)" if "DB index" in str(err) else ""
+    return ConfigError(f"RUNSTREAM_REDIS_URL: Redis at {where} refused us: {err}{hint}")

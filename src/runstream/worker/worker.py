@@ -25,10 +25,11 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from runstream.core.errors import ConfigError, TransportUnavailable
-from runstream.core.redis_client import connect_redis, masked_url
+from runstream.core.errors import ConfigError
+from runstream.core.redis_client import connect_redis, redis_refusal
 from runstream.core.settings import Settings
 from runstream.core.transport import Transport, open_transport
 from runstream.migrate.compat import WorkerRegistry
@@ -308,11 +309,8 @@ async def run_worker(settings: Settings, redis: Redis | None = None) -> None:
     try:
         try:
             await queue.ensure_group()
-        except (RedisConnectionError, RedisTimeoutError) as err:
-            url = masked_url(settings.redis_url)
-            raise TransportUnavailable(
-                f"cannot reach Redis at {url} ({err}); check RUNSTREAM_REDIS_URL"
-            ) from err
+        except RedisError as err:
+            raise redis_refusal(settings.redis_url, err) from err
         await worker.run()
     finally:
         await transport.aclose()
