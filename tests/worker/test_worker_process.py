@@ -248,3 +248,64 @@ def test_unreachable_redis_exits_with_the_password_masked(tmp_path: Path) -> Non
     assert f"Redis redis://:***@127.0.0.1:{port}/0" in done.stderr
     assert "hunter2" not in done.stderr
     assert "Traceback" not in done.stderr
+
+
+EXITING_GRAPH = """
+import sys
+from typing import TypedDict
+
+from langgraph.graph import END, START, StateGraph
+
+
+class State(TypedDict, total=False):
+    how: str
+
+
+async def leave(state: State) -> State:
+    if state["how"] == "exit":
+        sys.exit(3)
+    if state["how"] == "interrupt":
+        raise KeyboardInterrupt("from the graph")
+    return {"how": "stayed"}
+
+
+builder = StateGraph(State)
+builder.add_node("leave", leave)
+builder.add_edge(START, "leave")
+builder.add_edge("leave", END)
+graph = builder.compile()
+"""
+
+
+async def test_graph_that_exits_ends_its_job_and_ctrl_c_still_stops_the_worker(
+    tmp_path: Path, workers: list[WorkerProcess], client: Redis, redis_url: str
+) -> None:
+    (tmp_path / "exiting_graph.py").write_text(EXITING_GRAPH)
+    env = clean_env(redis_url=redis_url, block_ms="200")
+    worker = WorkerProcess(tmp_path, env, "--graph", "exiting_graph:graph")
+    workers.append(worker)
+    queue, transport = open_side(client, redis_url, "streams")
+
+    await queue.submit("exit", {"input": {"how": "exit"}})
+    await queue.submit("interrupt", {"input": {"how": "interrupt"}})
+    exited = await read_all(transport, "exit")
+    interrupted = await read_all(transport, "interrupt")
+    await queue.submit("after", {"input": {"how": "stay"}})
+    after = await read_all(transport, "after")
+
+    assert [(e.seq, e.type, dict(e.payload)) for e in exited[:-1]] == [
+        (1, "error", {"type": "SystemExit", "message": "3"}),
+    ]
+    assert [(e.seq, e.type, dict(e.payload)) for e in interrupted[:-1]] == [
+        (1, "error", {"type": "KeyboardInterrupt", "message": "from the graph"}),
+    ]
+    assert [(e.seq, e.type) for e in exited[-1:] + interrupted[-1:]] == [(2, "done"), (2, "done")]
+    assert [(e.seq, e.type, dict(e.payload)) for e in after[:-1]] == [
+        (1, "update", {"leave": {"how": "stayed"}}),
+    ]
+    status = await queue.status("exit")
+    assert status is not None
+    assert (status.status, status.error) == ("failed", "SystemExit: 3")
+    assert worker.process.poll() is None
+    assert worker.stop(signal.SIGINT) == 0
+    assert ": stopped\n" in worker.log
