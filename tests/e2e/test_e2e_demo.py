@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import redis
 
 from e2e.support import CHILD_MAIN, REPO, alive, children_of, free_port
 from runstream.worker.demo_graph import demo_answer
@@ -50,6 +51,10 @@ def test_demo_with_the_configured_redis(base_env: dict[str, str], redis_url: str
     result = run_demo(demo_env(redis_url), PROMPT, "--token-rate", "400")
 
     assert result.returncode == 0, result.stderr
+    # Its own key prefix: nothing on the shared rs:jobs queue, and no key left behind.
+    shared = redis.Redis.from_url(redis_url)
+    assert (shared.exists("rs:jobs"), shared.dbsize()) == (0, 0)
+    shared.close()
     lines = result.stdout.splitlines()
     assert lines[0] == f"Redis: using the configured server at {redis_url}"
     assert result.stdout.startswith(f"{lines[0]}\n{demo_answer(PROMPT)}\n")
@@ -98,7 +103,10 @@ def test_demo_reports_a_worker_that_cannot_start(redis_url: str, base_env: dict[
     assert "cannot import 'no_such_module'" in result.stderr
 
 
-def test_ctrl_c_stops_every_process_the_demo_started() -> None:
+@pytest.mark.parametrize(
+    "sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=["SIGINT", "SIGTERM", "SIGHUP"]
+)
+def test_stop_signal_stops_every_process_the_demo_started(sig: signal.Signals) -> None:
     demo = subprocess.Popen(
         [sys.executable, "-c", CHILD_MAIN, "demo", PROMPT, "--token-rate", "10"],
         env=demo_env(nothing_listens()),
@@ -112,7 +120,7 @@ def test_ctrl_c_stops_every_process_the_demo_started() -> None:
         first = demo.stdout.readline()
         first_token = demo.stdout.read(1)  # blocks until the stream has begun
         children = children_of(demo.pid)
-        demo.send_signal(signal.SIGINT)
+        demo.send_signal(sig)
         _, stderr = demo.communicate(timeout=DEMO_TIMEOUT)
     finally:
         if demo.poll() is None:
@@ -122,8 +130,10 @@ def test_ctrl_c_stops_every_process_the_demo_started() -> None:
     assert f"using an embedded {EMBEDDED}" in first
     assert first_token == demo_answer(PROMPT)[0]
     assert len(children) == (3 if HAS_REDIS_SERVER else 2)  # redis-server?, worker, API
-    assert demo.returncode == 130
-    assert "runstream demo: interrupted; stopped what it started" in stderr
+    assert demo.returncode == 128 + sig
+    assert stderr.splitlines()[-1] == (
+        f"runstream demo: interrupted by {sig.name}; stopped what it started"
+    )
     deadline = time.monotonic() + 5
     while any(alive(pid) for pid in children) and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -4,7 +4,12 @@ It uses the Redis at `RUNSTREAM_REDIS_URL` if one answers, else starts one for t
 `redis-server` binary found on PATH, else fakeredis's TCP server); its first line says
 which. It then starts `runstream worker` and `runstream api` as child processes, submits
 the prompt over HTTP, prints the SSE stream's tokens as they arrive and a summary. Every
-process and server it started is stopped on the way out, Ctrl-C included.
+process and server it started is stopped on the way out, on Ctrl-C, SIGTERM and SIGHUP
+too (exit code 128 + the signal's number).
+
+The run has a key prefix of its own (`demo-<random>`), so its job never lands on a shared
+Redis's `rs:jobs` queue where another worker could take it; on a configured Redis, the
+run's keys are deleted at the end.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import asyncio
 import json
 import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -26,6 +32,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import IO, TYPE_CHECKING, Any
 
 from runstream.cli.api import add_backend_options, settings_overrides
@@ -43,10 +50,19 @@ PING_TIMEOUT = 1.0
 LOG_TAIL_LINES = 20
 _LABELS = {"redis-server": "redis-server", "fakeredis": "fakeredis server"}
 _CHILD_MAIN = "import sys; from runstream.cli import main; sys.exit(main())"
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class DemoError(RunstreamError):
     """The demo could not run to the job's `done`; the message says where it stopped."""
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGINT, SIGTERM or SIGHUP arrived: unwind, stopping everything the demo started."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
 
 
 def register(subparsers: Any) -> None:
@@ -68,12 +84,38 @@ def run(args: argparse.Namespace) -> int:
     settings = load_settings(**settings_overrides(args, token_rate="demo_token_rate"))
     logging.getLogger("httpx").setLevel(logging.WARNING)
     output = Output(as_json=args.json)
-    try:
-        stats = _run_in_stack(args, settings, output)
-    except KeyboardInterrupt:
-        print("runstream demo: interrupted; stopped what it started", file=sys.stderr)
-        return 130
+    with _stop_on_signals():
+        try:
+            stats = _run_in_stack(args, settings, output)
+        except KeyboardInterrupt as stop:
+            signum = stop.signum if isinstance(stop, Stopped) else signal.SIGINT
+            name = signal.Signals(signum).name
+            print(
+                f"runstream demo: interrupted by {name}; stopped what it started", file=sys.stderr
+            )
+            return 128 + signum
     return output.finish(stats)
+
+
+@contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    """Turn the first stop signal into `Stopped`; ignore the next ones, so the clean-up
+    that `Stopped` starts is not cut short."""
+    received: list[int] = []
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if received:
+            logger.warning("demo: %s again; still stopping", signal.Signals(signum).name)
+            return
+        received.append(signum)
+        raise Stopped(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def _run_in_stack(args: argparse.Namespace, settings: Settings, output: Output) -> Stats:
@@ -87,11 +129,15 @@ def _run_in_stack(args: argparse.Namespace, settings: Settings, output: Output) 
         settings.list_mode if settings.backend == "list" else "-",
         masked_url(redis.url),
     )
+    prefix = f"demo-{secrets.token_hex(4)}"
     with ExitStack() as stack:
         stack.enter_context(embedded_server(redis))
+        if redis.source == "configured":
+            stack.callback(remove_keys, redis.url, prefix)
         logs = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="runstream-demo-")))
         port = free_port()
         env = child_env(settings.backend, settings.list_mode, redis.url, port)
+        env["RUNSTREAM_KEY_PREFIX"] = prefix
         env["RUNSTREAM_DEMO_TOKEN_RATE"] = repr(settings.demo_token_rate)
         children = [stack.enter_context(Child.start(name, env, logs)) for name in ("worker", "api")]
         return asyncio.run(stream_demo(f"http://127.0.0.1:{port}", args.prompt, children, output))
@@ -161,6 +207,22 @@ def ping_problem(url: str) -> str | None:
     finally:
         client.close()
     return None
+
+
+def remove_keys(url: str, prefix: str) -> None:
+    """Delete the run's keys (`<prefix>:*`) from the configured Redis."""
+    import redis
+
+    client = redis.Redis.from_url(url, socket_timeout=STOP_GRACE)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+        for start in range(0, len(keys), 1000):
+            client.unlink(*keys[start : start + 1000])
+        logger.debug("demo: removed %d keys under %s", len(keys), prefix)
+    except redis.RedisError as err:
+        logger.warning("demo: could not remove the run's keys (%s:*): %s", prefix, err)
+    finally:
+        client.close()
 
 
 @contextmanager
