@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from runstream.backends.base import RedisTransport
-from runstream.core.errors import JobDataLost
+from runstream.core.errors import JobDataLost, JobFinished
 from runstream.core.events import Event
 from runstream.core.keys import KeySpace
 from runstream.core.settings import load_settings
@@ -91,3 +91,16 @@ async def test_publish_to_a_job_redis_lost_raises_and_writes_nothing(
         "or the job expired); the job cannot continue"
     )
     assert await client.keys("*") == []
+
+
+@pytest.mark.parametrize("backend", list(BACKENDS))
+async def test_a_job_has_one_done(client: Redis, backend: str) -> None:
+    producer, stalled = transport_for(client, backend), transport_for(client, backend)
+    await stalled.publish("once", Event("token", {"i": 0}))
+    assert await producer.finish("once", error={"reason": "producer_lost"}) == 3
+
+    with pytest.raises(JobFinished) as caught:
+        await stalled.finish("once", {"events": 1})
+
+    assert str(caught.value) == "job 'once' already has its done event; nothing was written"
+    assert await stored_seqs(client, backend, "once") == [1, 2, 3]

@@ -25,7 +25,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from runstream.backends.guards import APPEND_LUA, OrphanGuard, ReaderClaim
-from runstream.core.errors import InvalidEvent, JobDataLost
+from runstream.core.errors import InvalidEvent, JobDataLost, JobFinished
 from runstream.core.events import Event, gap
 from runstream.core.keys import JobKeys, KeySpace
 from runstream.core.redis_client import connect_redis
@@ -44,10 +44,12 @@ ORPHAN_CHECK_SECONDS = 1.0
 # The reader key of a single-reader mode lives at least this long without renewal.
 MIN_READER_HOLD_MS = 5000
 JOB_DATA_LOST = "job_data_lost"
+ALREADY_FINISHED = -2
 
 # KEYS: seq, list, stream, batch, then the job's other keys. ARGV: kind, cap, ttl, batch id,
 # the seq the producer expects its batch to start at (0 = unknown), then the bodies.
-# Returns the first seq, or -1 when the job's events are gone (its seq went backwards).
+# Returns the first seq; -1 when the job's events are gone (its seq went backwards); -2 when
+# finishing a job that is already finished.
 _PUBLISH = (
     APPEND_LUA
     + """
@@ -62,6 +64,9 @@ end
 if expected > 0 and tonumber(redis.call('GET', KEYS[1]) or '0') < expected - 1 then
   return -1
 end
+-- A job has one `done`: finishing a job that already has one (its reader ended it while
+-- this producer was stalled past its lease, say) writes nothing.
+if ttl > 0 and redis.call('PTTL', KEYS[1]) > 0 then return -2 end
 local bodies = {}
 for i = 6, #ARGV do bodies[#bodies + 1] = ARGV[i] end
 local first = append(kind, KEYS[2], KEYS[3], cap, bodies)
@@ -105,7 +110,8 @@ class RedisTransport(ABC):
     key, so a retry whose first attempt ran returns that attempt's seqs instead of writing
     the events twice; and a producer passes the seq it expects next, so after a Redis
     restart that lost the job the publish raises `JobDataLost` instead of starting the
-    job's seq again from 1.
+    job's seq again from 1. A job has exactly one `done`: `finish` on a finished job writes
+    nothing and raises `JobFinished`.
 
     Consumer reconnects: a read that loses Redis retries with backoff (for up to
     `idle_timeout`) and resumes after the last seq it delivered; if Redis no longer has
@@ -191,6 +197,9 @@ class RedisTransport(ABC):
                 await asyncio.sleep(retry)
                 retry = min(retry * 2, RETRY_MAX)
                 continue
+            if first == ALREADY_FINISHED:
+                self._next_seq.pop(keys.job_id, None)
+                raise JobFinished(keys.job_id)
             if first < 0:
                 self._next_seq.pop(keys.job_id, None)
                 raise JobDataLost(keys.job_id, args[4] - 1)

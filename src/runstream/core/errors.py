@@ -45,3 +45,11 @@ class JobDataLost(TransportUnavailable):
         )
         self.job_id = job_id
         self.after_seq = after_seq
+
+
+class JobFinished(RunstreamError):
+    """`finish` on a job that already has its `done` (another producer or a reader ended it)."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job {job_id!r} already has its done event; nothing was written")
+        self.job_id = job_id
