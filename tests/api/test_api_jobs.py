@@ -292,3 +292,14 @@ async def test_a_redis_error_reply_is_500_with_a_json_message(api: Api) -> None:
 
     assert response.status_code == 500
     assert response.json()["detail"].startswith("Redis answered with an error (ResponseError: ")
+
+
+async def test_non_ascii_content_type_is_shown_escaped(api: Api) -> None:
+    response = await api.client.post(
+        "/jobs", content=b'{"prompt": "x"}', headers={"content-type": "text/\u00e9".encode()}
+    )
+
+    assert response.status_code == 415
+    assert response.json() == {
+        "detail": "Content-Type must be application/json, got 'text/\\xc3\\xa9'"
+    }

@@ -109,15 +109,29 @@ async def test_resume_after_done_is_204(api: Api) -> None:
         ("-1", "Last-Event-ID must be a whole number >= 0 (a seq), got '-1'"),
         ("1.5", "Last-Event-ID must be a whole number >= 0 (a seq), got '1.5'"),
         ("7", "Last-Event-ID 7 is beyond the job's last event (seq 6)"),
+        ("1" * 19, "Last-Event-ID is too large: a seq has at most 18 digits, got 19"),
+        ("9" * 5000, "Last-Event-ID is too large: a seq has at most 18 digits, got 5000"),
+        ("\u00e9".encode(), "Last-Event-ID must be a whole number >= 0 (a seq), got '\\xc3\\xa9'"),
     ],
 )
-async def test_malformed_last_event_id_is_400(api: Api, value: str, message: str) -> None:
+async def test_malformed_last_event_id_is_400(api: Api, value: str | bytes, message: str) -> None:
     await publish_job(api)
 
     response = await api.client.get("/stream/job-1", headers={"Last-Event-ID": value})
 
     assert response.status_code == 400
     assert response.json() == {"detail": message}
+
+
+async def test_last_event_id_with_leading_zeros_resumes_after_its_value(api: Api) -> None:
+    events = await publish_job(api)
+
+    response = await api.client.get("/stream/job-1", headers={"Last-Event-ID": "0" * 30 + "4"})
+
+    assert response.status_code == 200
+    assert [line for line in response.text.splitlines() if line.startswith("id:")] == [
+        f"id: {event.seq}" for event in events[4:]
+    ]
 
 
 async def test_malformed_query_last_event_id_is_400_naming_it(api: Api) -> None:

@@ -83,7 +83,8 @@ def _check_content_type(header: str | None) -> None:
         media_type.startswith("application/") and media_type.endswith("+json")
     ):
         return
-    raise HTTPException(415, f"Content-Type must be application/json, got {header[:60]!r}")
+    # ascii(): a header's non-ASCII bytes arrive decoded as Latin-1; show them escaped.
+    raise HTTPException(415, f"Content-Type must be application/json, got {ascii(header[:60])}")
 
 
 def _non_finite(value: Any, path: list[str | int]) -> Iterator[list[str | int]]:

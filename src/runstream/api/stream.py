@@ -31,7 +31,8 @@ logger = logging.getLogger(__name__)
 
 router = APIRouter()
 
-_SEQ = re.compile(r"[0-9]{1,18}")
+_SEQ = re.compile(r"[0-9]+")
+MAX_SEQ_DIGITS = 18
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 RETRY_AFTER_SECONDS = 1
 MIN_SEND_TIMEOUT = 10.0
@@ -45,10 +46,16 @@ def parse_last_event_id(header: str | None, query: str | None) -> int:
         if value is None or value == "":
             continue
         if not _SEQ.fullmatch(value):
+            # ascii(): a header's non-ASCII bytes arrive decoded as Latin-1; show them escaped.
             raise HTTPException(
-                400, f"{name} must be a whole number >= 0 (a seq), got {value[:40]!r}"
+                400, f"{name} must be a whole number >= 0 (a seq), got {ascii(value[:40])}"
             )
-        return int(value)
+        digits = len(value.lstrip("0"))
+        if digits > MAX_SEQ_DIGITS:
+            raise HTTPException(
+                400, f"{name} is too large: a seq has at most {MAX_SEQ_DIGITS} digits, got {digits}"
+            )
+        return int(value.lstrip("0") or "0")
     return 0
 
 
