@@ -15,6 +15,7 @@ import pytest
 import redis
 
 from e2e.support import CHILD_MAIN, REPO, free_port
+from runstream.cli import build_parser, main
 
 COMMANDS = [["api", "--port", str(free_port())], ["worker"], ["demo", "--json"]]
 IDS = ["api", "worker", "demo"]
@@ -122,3 +123,20 @@ def test_url_that_is_not_redis_exits_2_listing_the_schemes(
         "unix://, for example redis://127.0.0.1:6379/0",
     ]
     assert "Traceback" not in result.stderr
+
+
+def test_unknown_log_level_is_refused_listing_the_levels(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["--log-level", "LOUD", "worker"])
+
+    assert caught.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "runstream: error: argument --log-level: invalid choice: 'LOUD' (choose from 'DEBUG', "
+        "'INFO', 'WARNING', 'ERROR', 'CRITICAL')"
+    )
+
+
+def test_log_level_is_case_insensitive() -> None:
+    assert build_parser().parse_args(["--log-level", "debug", "worker"]).log_level == "DEBUG"

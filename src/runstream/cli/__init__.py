@@ -17,6 +17,7 @@ from runstream import __version__
 from runstream.core.errors import RunstreamError
 
 COMMANDS = ("api", "worker", "demo", "bench", "migrate")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 logger = logging.getLogger("runstream")
 
@@ -27,7 +28,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Stream LangGraph job output through Redis to Server-Sent Events clients.",
     )
     parser.add_argument("--version", action="version", version=f"runstream {__version__}")
-    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        help="DEBUG, INFO, WARNING, ERROR or CRITICAL (default INFO)",
+    )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         try:
@@ -43,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
-        level=args.log_level.upper(),
+        level=args.log_level,
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         stream=sys.stderr,
     )
