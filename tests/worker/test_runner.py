@@ -550,3 +550,33 @@ async def test_whole_message_with_other_text_than_the_streamed_one_is_relayed(
         ("message", "Hi there", "w4"),
         ("message", "Hi there", "w5"),
     ]
+
+
+async def test_running_job_status_counts_the_tokens_published_so_far(
+    worker_setup: Setup,
+) -> None:
+    queue = JobQueue(worker_setup.redis, worker_setup.settings)
+    await queue.submit("live", {"prompt": "p"})
+    release = asyncio.Event()
+
+    class Pauses:
+        async def astream(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+            for word in ("one", " two", " three"):
+                yield ("messages", (AIMessageChunk(content=word, id="m"), meta("talk")))
+            yield ("custom", {"paused": True})
+            await release.wait()
+
+    runner = JobRunner(Pauses(), worker_setup.transport, queue)
+    runner.tokens_record_seconds = 0
+    task = asyncio.create_task(runner.run("live", {"prompt": "p"}))
+    for _ in range(500):
+        status = await queue.status("live")
+        if status is not None and status.events == 4 and status.tokens == 3:
+            break
+        await asyncio.sleep(0.01)
+    release.set()
+    result = await task
+
+    assert status is not None
+    assert (status.status, status.events, status.tokens) == ("running", 4, 3)
+    assert result.tokens == 3

@@ -437,3 +437,20 @@ def test_load_graph_rejects_a_missing_module_and_a_builder() -> None:
         load_graph("no_such_module_xyz:graph")
     with pytest.raises(ConfigError, match=r"graph builder; point at builder.compile\(\)"):
         load_graph("langgraph.graph:StateGraph")
+
+
+async def test_stopped_job_reports_the_tokens_it_published(setup: Setup) -> None:
+    async with Started(setup, build_demo_graph(20), block_ms=50) as started:
+        await started.queue.submit("counted", {"prompt": "p"})
+        await wait_until(lambda: _has_events(setup, "counted", 5))
+        started.worker.stop()
+        started.worker.stop()
+        assert started.task is not None
+        await started.task
+    events = await read_all(setup, "counted")
+    status = await started.queue.status("counted")
+
+    tokens = sum(1 for e in events if e.type == "token")
+    assert tokens >= 3
+    assert status is not None
+    assert (status.status, status.tokens) == ("failed", tokens)

@@ -114,7 +114,8 @@ class JobStatus:
     """What `GET /jobs/{job_id}` reports.
 
     Times are Unix seconds. `events` counts the events stored so far (for a finished job,
-    the seq of its `done`); `tokens` counts `token` events, set when the job ends.
+    the seq of its `done`); `tokens` counts published `token` events, recorded while the
+    job runs (about once a second) and when it ends.
     """
 
     job_id: str
@@ -302,20 +303,27 @@ class JobQueue:
             await pipe.execute()
 
     async def mark_finished(
-        self, job_id: str, *, tokens: int = 0, error: str | None = None
+        self, job_id: str, *, tokens: int | None = None, error: str | None = None
     ) -> None:
         """Record the job's end, just before its `done` is published.
 
-        `Transport.finish` then gives the meta hash the TTL of the job's other keys.
+        `tokens=None` keeps the count recorded while the job ran (a job ended by another
+        worker, say). `Transport.finish` then gives the meta hash the TTL of the job's
+        other keys.
         """
         fields: dict[FieldT, EncodableT] = {
             "status": "failed" if error is not None else "done",
             "finished_at": repr(time.time()),
-            "tokens": tokens,
         }
+        if tokens is not None:
+            fields["tokens"] = tokens
         if error is not None:
             fields["error"] = error
         await self.redis.hset(self.keys.job(job_id).meta, mapping=fields)
+
+    async def record_tokens(self, job_id: str, tokens: int) -> None:
+        """Record how many `token` events a running job has published so far."""
+        await self.redis.hset(self.keys.job(job_id).meta, "tokens", tokens)
 
     async def has_finished(self, job_id: str) -> bool:
         """True if the job's `done` was published: `finish` starts the TTL of its seq key."""

@@ -54,6 +54,9 @@ STREAM_MODES = ["messages", "updates", "custom"]
 # Items the graph may yield before the publisher catches up; beyond it the graph waits.
 MAX_PENDING_ITEMS = 10_000
 
+# A running job's token count in its status is at most this old (one HSET per interval).
+TOKENS_RECORD_SECONDS = 1.0
+
 
 class Graph(Protocol):
     """What the runner needs of a graph: LangGraph's `astream`."""
@@ -84,6 +87,9 @@ class _Translator:
     # (node, step) -> message id -> the text its chunks carried
     streamed_text: dict[tuple[str, Any], dict[str, str]] = field(default_factory=dict)
     tokens: int = 0
+    published_tokens: int = 0
+    recorded_tokens: int = 0
+    recorded_at: float = field(default_factory=time.monotonic)
 
     def event(self, mode: str, data: Any) -> Event | None:
         if mode == "messages":
@@ -150,6 +156,7 @@ class JobRunner:
         self.queue = queue
         self.worker_name = worker_name
         self.job_timeout = job_timeout
+        self.tokens_record_seconds = TOKENS_RECORD_SECONDS
 
     async def run(self, job_id: str, job_input: Mapping[str, Any]) -> JobResult:
         """Run the job to its `done` event. Raises only if publishing fails."""
@@ -164,18 +171,19 @@ class JobRunner:
         published, error = await self._stream(job_id, job_input, translator)
 
         duration = round(time.monotonic() - started, 3)
-        payload = {"events": published, "tokens": translator.tokens, "duration_s": duration}
+        tokens = translator.published_tokens
+        payload = {"events": published, "tokens": tokens, "duration_s": duration}
         # Status first: a client that sees `done` in the stream then finds the status final.
-        await self._record(job_id, translator.tokens, error)
+        await self._record(job_id, tokens, error)
         done_seq = await self.transport.finish(job_id, payload, error=error, trace_id=trace_id)
-        result = JobResult(published, translator.tokens, duration, done_seq, error)
+        result = JobResult(published, tokens, duration, done_seq, error)
         logger.info(
             "job %s %s at seq %d: %d events, %d tokens, %.3f s",
             job_id,
             "failed" if error else "done",
             done_seq,
             published,
-            translator.tokens,
+            tokens,
             duration,
         )
         return result
@@ -187,10 +195,11 @@ class JobRunner:
         pending: asyncio.Queue[Event | None] = asyncio.Queue(MAX_PENDING_ITEMS)
         producer = asyncio.create_task(self._produce(job_id, job_input, translator, pending))
         try:
-            published, bad_output = await self._publish_all(job_id, pending)
+            published, bad_output = await self._publish_all(job_id, pending, translator)
         except BaseException:
             producer.cancel()
             await asyncio.gather(producer, return_exceptions=True)
+            await self._record_tokens(job_id, translator, final=True)
             raise
         if bad_output is not None:
             producer.cancel()
@@ -240,7 +249,7 @@ class JobRunner:
         return {"reason": "timeout", "type": "TimeoutError", "message": message}
 
     async def _publish_all(
-        self, job_id: str, pending: asyncio.Queue[Event | None]
+        self, job_id: str, pending: asyncio.Queue[Event | None], translator: _Translator
     ) -> tuple[int, Error | None]:
         """Publish until the producer's end marker, or until an event cannot be encoded."""
         published = 0
@@ -251,6 +260,8 @@ class JobRunner:
             events = [event for event in batch if event is not None]
             if events:
                 count, bad_output = await self._publish_valid(job_id, events)
+                translator.published_tokens += _tokens_in(events[:count])
+                await self._record_tokens(job_id, translator)
                 published += count
                 if bad_output is not None:
                     return published, bad_output
@@ -277,6 +288,29 @@ class JobRunner:
         logger.debug("job %s: published seq %d..%d", job_id, seqs[0], seqs[-1])
         return len(seqs), None
 
+    async def _record_tokens(
+        self, job_id: str, translator: _Translator, *, final: bool = False
+    ) -> None:
+        """Keep the status's token count near the published one while the job runs.
+
+        `final` is the count of a job stopped before its end (cancelled, or its publish
+        failed): recorded if Redis still answers, so an abandoned job does not show 0.
+        """
+        count = translator.published_tokens
+        if self.queue is None or count == translator.recorded_tokens:
+            return
+        now = time.monotonic()
+        if not final and now - translator.recorded_at < self.tokens_record_seconds:
+            return
+        try:
+            await self.queue.record_tokens(job_id, count)
+        except Exception as err:
+            if not final:
+                raise
+            logger.warning("job %s: could not record its %d tokens (%s)", job_id, count, err)
+            return
+        translator.recorded_tokens, translator.recorded_at = count, now
+
     async def _record(self, job_id: str, tokens: int, error: Error | None) -> None:
         if self.queue is None:
             return
@@ -289,6 +323,10 @@ def _graph_error(job_id: str, exc: BaseException) -> Error:
         exc = exc.original
     logger.error("job %s: graph raised %s", job_id, type(exc).__name__, exc_info=exc)
     return {"type": type(exc).__name__, "message": utf8_safe(str(exc))}
+
+
+def _tokens_in(events: list[Event]) -> int:
+    return sum(1 for event in events if event.type == "token")
 
 
 def _first_invalid(events: list[Event]) -> tuple[int, InvalidEvent]:
