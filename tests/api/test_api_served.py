@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -112,3 +114,42 @@ async def test_reader_over_the_slot_count_gets_503_with_retry_after(
         "detail": "every reader slot is taken (RUNSTREAM_MAX_CONNECTIONS); retry shortly"
     }
     assert (status.status_code, health.status_code) == (404, 200)
+
+
+async def test_clients_dropping_mid_burst_cause_no_writes_to_a_closed_socket(
+    real_redis: Redis, redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = load_settings(redis_url=redis_url, read_count=500)
+    app = create_app(settings)
+    async with serving(app) as base_url:
+        services: Services = app.state.services
+        burst = [Event("token", {"text": "x" * 200}, ts=1.0) for _ in range(3000)]
+        await services.transport.publish_many("job-burst", burst)
+        await services.transport.finish("job-burst", {"tokens": 3000})
+        port = int(base_url.rsplit(":", 1)[1])
+
+        with caplog.at_level(logging.WARNING, logger="asyncio"):
+            for _ in range(5):
+                await _drop_with_reset_after(port, "/stream/job-burst", 3000)
+            await eventually(lambda: _no_readers(services))
+            async with httpx.AsyncClient(base_url=base_url, timeout=10) as client:
+                whole = await client.get("/stream/job-burst")
+
+    assert [r.getMessage() for r in caplog.records if r.name == "asyncio"] == []
+    ids = [line for line in whole.text.splitlines() if line.startswith("id: ")]
+    assert ids == [f"id: {seq}" for seq in range(1, 3002)]
+
+
+async def _no_readers(services: Services) -> bool:
+    return services.active_readers == 0
+
+
+async def _drop_with_reset_after(port: int, path: str, size: int) -> None:
+    """Read `size` bytes of the stream, then drop the connection with a TCP reset."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: test\r\n\r\n".encode())
+    await writer.drain()
+    await reader.readexactly(size)
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()

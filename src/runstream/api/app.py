@@ -19,6 +19,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from runstream import __version__
 from runstream.api import jobs, stream
+from runstream.api.pacing import YieldBetweenEvents
 from runstream.api.services import Services, get_services
 from runstream.core.errors import JobNotFound, ReaderConflict, TransportUnavailable
 from runstream.core.redis_client import connect_redis, masked_url
@@ -37,6 +38,7 @@ def create_app(settings: Settings, redis: Redis | None = None) -> FastAPI:
     app = FastAPI(title="runstream", version=__version__, lifespan=_lifespan(settings, redis))
     app.include_router(jobs.router)
     app.include_router(stream.router)
+    app.add_middleware(YieldBetweenEvents)
     app.add_api_route("/healthz", healthz, methods=["GET"], response_model=None)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(JobNotFound, _error_status(404))
