@@ -112,7 +112,8 @@ def test_bad_input_over_http(make_procs: MakeProcs) -> None:
         invalid = client.post(
             "/jobs", content=b"{not json", headers={"content-type": "application/json"}
         )
-        missing = client.post("/jobs", json={"input": {"x": 1}})
+        missing = client.post("/jobs", json={"trace_id": "t"})
+        form = client.post("/jobs", data={"prompt": "p"})
         oversize = client.post("/jobs", json={"prompt": "x" * 2000})
         chunked = client.post("/jobs", content=iter([b'{"prompt": "', b"y" * 2000, b'"}']))
         unknown_stream = client.get("/stream/no-such-job")
@@ -122,7 +123,17 @@ def test_bad_input_over_http(make_procs: MakeProcs) -> None:
         bad_resume = client.get(f"/stream/{job_id}", headers={"Last-Event-ID": "abc"})
 
     assert (invalid.status_code, invalid.json()["detail"][0]["loc"]) == (422, ["body"])
-    assert (missing.status_code, missing.json()["message"]) == (422, "body.prompt: Field required")
+    assert (missing.status_code, missing.json()["message"]) == (
+        422,
+        "body: Value error, give a prompt or a graph input (or both)",
+    )
+    assert (form.status_code, form.json()) == (
+        415,
+        {
+            "detail": "Content-Type must be application/json, "
+            "got 'application/x-www-form-urlencoded'"
+        },
+    )
     assert (oversize.status_code, chunked.status_code) == (413, 413)
     assert "transfer-encoding" in chunked.request.headers
     assert (unknown_stream.status_code, unknown_status.status_code) == (404, 404)
