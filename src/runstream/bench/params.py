@@ -24,7 +24,7 @@ class BenchParams:
     redis_url: str
     backends: tuple[str, ...] = BACKENDS
     workloads: tuple[str, ...] = WORKLOADS
-    duration: float = 4.0
+    duration: float = 3.0
     events: int | None = None
     rate: float = 50.0
     jobs: int = 100

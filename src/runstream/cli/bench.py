@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         ),
     )
     size = parser.add_mutually_exclusive_group()
-    size.add_argument("--duration", type=float, default=4.0, help="seconds per run (default 4)")
+    size.add_argument("--duration", type=float, default=3.0, help="seconds per run (default 3)")
     size.add_argument("--events", type=int, help="events per job of a paced run, instead")
     parser.add_argument(
         "--rate", type=float, default=50.0, help="events/s per job when paced (default 50)"
