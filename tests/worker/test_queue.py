@@ -304,3 +304,22 @@ async def test_submit_refuses_input_redis_or_json_cannot_hold(
 
     assert str(caught.value).startswith(message)
     assert await queue.status("odd") is None
+
+
+async def test_stream_deleted_while_a_worker_waits_on_it_is_recreated(
+    real_redis: Redis, redis_url: str, make_settings: Callable[..., Settings]
+) -> None:
+    db = redis_url.rsplit("/", 1)[1]
+    queue = JobQueue(real_redis, make_settings())
+    await queue.ensure_group()
+    waiting = asyncio.create_task(queue.take("w", count=1, block_ms=3000))
+    for _ in range(200):  # until XREADGROUP is blocked on the stream
+        clients = await real_redis.client_list()
+        if any(c["db"] == db and "b" in c["flags"] for c in clients):
+            break
+        await asyncio.sleep(0.01)
+
+    await real_redis.delete(queue.stream)
+    await JobQueue(real_redis, make_settings()).submit("after", {"prompt": "p"})
+
+    assert [job.job_id for job in await waiting] == ["after"]

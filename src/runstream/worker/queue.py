@@ -336,7 +336,8 @@ class JobQueue:
         try:
             return await command(*args, **kwargs)
         except ResponseError as err:
-            if "NOGROUP" not in str(err):
+            # NOGROUP: the stream is gone; UNBLOCKED: it went while XREADGROUP waited on it.
+            if not str(err).startswith(("NOGROUP", "UNBLOCKED")):
                 raise
         # The stream was deleted under us (FLUSHDB, a manual DEL): recreate and retry once.
         logger.warning("job queue %s lost its consumer group; recreating it", self.stream)
