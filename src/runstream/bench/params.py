@@ -58,7 +58,7 @@ class BenchParams:
     def smoke_sized(self) -> BenchParams:
         """Tiny sizes: every chosen backend and workload in a few seconds."""
         return replace(
-            self, duration=0.3, events=30, rate=200.0, jobs=min(self.jobs, 4), smoke=True
+            self, duration=0.3, events=30, rate=100.0, jobs=min(self.jobs, 4), smoke=True
         )
 
     def as_dict(self) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from runstream.bench.params import BenchParams
 from runstream.bench.probes import ProcessUsage, SelfUsage, redis_usage
 from runstream.bench.progress import Tracker
 from runstream.bench.results import BenchReport, Measured, ScenarioResult
-from runstream.bench.scenarios import FLOOR_PING, FLOOR_XREAD, NAIVE, open_channel
+from runstream.bench.scenarios import FLOOR_PING, FLOOR_XREAD, KEY_PREFIX, NAIVE, open_channel
 from runstream.bench.stats import Delivery, DeliveryCheck
 from runstream.bench.targets import evaluate
 from runstream.core.redis_client import masked_url
@@ -147,8 +147,7 @@ class Runner:
             async with redis_usage(self.probe, clients_baseline) as usage:
                 measured, processes = await work(keys)
         finally:
-            if keys:
-                await self.probe.delete(*keys)
+            await self.discard(keys)
         result = ScenarioResult(
             workload,
             scenario,
@@ -160,6 +159,13 @@ class Runner:
         )
         self.results.append(result)
         return result
+
+    async def discard(self, keys: list[str]) -> None:
+        """Delete the run's keys, and any other key a backend made under the bench prefix."""
+        found = [key async for key in self.probe.scan_iter(match=f"{KEY_PREFIX}:*", count=1000)]
+        everything = [*keys, *found]
+        for start in range(0, len(everything), 1000):
+            await self.probe.delete(*everything[start : start + 1000])
 
     def _run_params(self, workload: str) -> dict[str, Any]:
         p = self.params
