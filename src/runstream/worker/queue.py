@@ -17,8 +17,8 @@ worker that dies stops renewing; once the entry is idle for `lease_seconds`, any
 worker takes it over with XAUTOCLAIM (https://redis.io/docs/latest/commands/xautoclaim/).
 The renewal is a Lua script that re-claims an entry only while the caller still owns it,
 so a worker that stalled past its lease never steals its job back. The worker also keeps
-the job's `lease` key (`SET ... PX lease`) alive, so a consumer can tell a live producer
-from a dead one without reading the PEL.
+the job's `lease` key (`SET ... PX`, two thirds of the lease) alive, so a consumer can tell
+a live producer from a dead one without reading the PEL.
 
 Crash semantics (what a reclaimed job becomes):
 
@@ -163,6 +163,15 @@ class JobQueue:
         return max(1, int(self.settings.lease_seconds * 1000))
 
     @property
+    def lease_key_ms(self) -> int:
+        """How long the job's `lease` key outlives its last renewal: two renewal intervals.
+
+        Renewals come every third of the lease, so a live worker keeps the key even with one
+        renewal late; a dead one's readers notice within 2/3 of the lease (20 s by default).
+        """
+        return max(1, self.lease_ms * 2 // 3)
+
+    @property
     def unfinished_ttl(self) -> int:
         """Seconds an unfinished job's meta hash lives: a week, or a day past the timeout."""
         return max(UNFINISHED_TTL_SECONDS, int(self.settings.job_timeout) + 24 * 3600)
@@ -260,7 +269,7 @@ class JobQueue:
         async with self.redis.pipeline(transaction=False) as pipe:
             for job in jobs:
                 if job.entry_id in owned:
-                    pipe.set(self.keys.job(job.job_id).lease, consumer, px=self.lease_ms)
+                    pipe.set(self.keys.job(job.job_id).lease, consumer, px=self.lease_key_ms)
             await pipe.execute()
         return owned
 
