@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 import pytest
+from langchain_core.runnables import RunnableConfig
 from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -454,3 +455,34 @@ async def test_stopped_job_reports_the_tokens_it_published(setup: Setup) -> None
     assert tokens >= 3
     assert status is not None
     assert (status.status, status.tokens) == ("failed", tokens)
+
+
+async def test_job_ended_by_someone_else_while_running_is_acked_without_a_second_done(
+    setup: Setup, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def ended_elsewhere(state: SlowState, config: RunnableConfig) -> SlowState:
+        # What a reader does when it finds the job's lease gone: it ends the job itself.
+        job_id = config["configurable"]["thread_id"]
+        await setup.transport.finish(job_id, {"ended_by": "reader"})
+        return {}
+
+    builder = StateGraph(SlowState)
+    builder.add_node("work", ended_elsewhere)
+    builder.add_edge(START, "work")
+    builder.add_edge("work", END)
+
+    async with Started(setup, builder.compile(), block_ms=50) as started:
+        await started.queue.submit("ended", {"prompt": "x"})
+        # Acking deletes the job's entry, so an empty queue means the worker is done with it.
+        await wait_until(lambda: _queue_is_empty(setup, started.queue))
+    events = await read_all(setup, "ended")
+
+    assert [(e.seq, e.type, dict(e.payload)) for e in events] == [
+        (1, "done", {"ended_by": "reader"})
+    ]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert any("already" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+
+
+async def _queue_is_empty(setup: Setup, queue: JobQueue) -> bool:
+    return bool(await setup.redis.xlen(queue.stream) == 0)

@@ -28,7 +28,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from runstream.core.errors import ConfigError
+from runstream.core.errors import ConfigError, JobDataLost, JobFinished
 from runstream.core.redis_client import connect_redis, redis_refusal
 from runstream.core.settings import Settings
 from runstream.core.transport import Transport, open_transport
@@ -175,6 +175,11 @@ class Worker:
             await self.queue.ack(job)
         except asyncio.CancelledError:
             await self._after_cancel(job)
+        except (JobFinished, JobDataLost) as err:
+            # Nothing left to do: a reader ended the job while this worker stalled past its
+            # lease, or Redis lost the job's events. Running it again would not help.
+            logger.warning("job %s: worker %s stops it: %s", job.job_id, self.name, err)
+            await self.queue.ack(job)
         except Exception:
             # Publishing failed (Redis unreachable, say): the job stays pending and is
             # taken over once its lease expires.
