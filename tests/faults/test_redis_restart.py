@@ -75,6 +75,8 @@ def test_restart_losing_data_ends_the_stream_with_job_data_lost(
         "after_seq": len(delivered),
     }
     deadline = time.monotonic() + 20
-    while "JobDataLost" not in worker.output():
+    stopped = f"stops it: job {job_id!r}: Redis no longer has its events"
+    while stopped not in worker.output():
         assert time.monotonic() < deadline, worker.output()
         time.sleep(0.1)
+    assert "Traceback" not in worker.output()
