@@ -36,7 +36,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--backends", default=BACKEND_NAMES, help=f"default {BACKEND_NAMES}")
     parser.add_argument("--workloads", default=WORKLOAD_NAMES, help=f"default {WORKLOAD_NAMES}")
     parser.add_argument("--redis-url", help="default: the RUNSTREAM_REDIS_URL setting")
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes, every backend (under a minute)")
+    parser.add_argument(
+        "--smoke", action="store_true", help="tiny sizes, every backend (under a minute)"
+    )
     parser.add_argument("--json", type=Path, metavar="FILE", help="write raw results here")
     parser.add_argument("--plot", type=Path, metavar="FILE.png", help="write latency CDFs")
     parser.set_defaults(run=run)
