@@ -139,7 +139,8 @@ async def test_prune_deletes_the_list_side_the_stream_holds(
 async def test_prune_is_refused_while_the_source_is_written_or_read(
     transports: Transports, redis_client: Redis, phase: str, target: str, message: str
 ) -> None:
+    settings = transports.settings(phase)
     with pytest.raises(ConfigError) as caught:
-        Migration(redis_client, transports.settings(phase), target=target, prune=True)  # type: ignore[arg-type]
+        Migration(redis_client, settings, target=target, prune=True)  # type: ignore[arg-type]
 
     assert str(caught.value) == message

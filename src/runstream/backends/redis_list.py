@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio import Redis
 
@@ -160,7 +160,8 @@ class ListTransport(RedisTransport):
             # Wait for the list to fill without taking anything from it: popping the tail
             # and pushing it back is a no-op, so a cancelled wait loses no event and leaves
             # no key without its TTL. redis-py types the timeout as int; Redis takes floats.
-            woke = await self.redis.blmove(keys.list, keys.list, timeout, "RIGHT", "RIGHT")  # type: ignore[arg-type]
+            wait_s = cast(int, timeout)
+            woke = await self.redis.blmove(keys.list, keys.list, wait_s, "RIGHT", "RIGHT")
             if woke is None:
                 yield []
 
