@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import resource
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +20,18 @@ from redis.asyncio import Redis
 
 SAMPLE_INTERVAL = 0.05
 _PROBE_COMMANDS = frozenset({"info"})
+
+
+@contextlib.asynccontextmanager
+async def sampling(sampler: Coroutine[Any, Any, None]) -> AsyncIterator[None]:
+    """Run `sampler` (an endless sampling loop) in the background while the block runs."""
+    task = asyncio.create_task(sampler)
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def command_calls(redis: Redis) -> dict[str, int]:
@@ -75,13 +87,10 @@ async def redis_usage(
     usage = RedisUsage()
     baseline = await connected_clients(redis) if clients_baseline is None else clients_baseline
     before = await command_calls(redis)
-    sampler = asyncio.create_task(_sample_clients(redis, baseline, usage))
     try:
-        yield usage
+        async with sampling(_sample_clients(redis, baseline, usage)):
+            yield usage
     finally:
-        sampler.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sampler
         usage.clients_peak = max(usage.clients_peak, await connected_clients(redis) - baseline)
         usage.commands = calls_between(before, await command_calls(redis))
 

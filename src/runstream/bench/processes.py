@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 
 from runstream.bench.plot import INSTALL_HINT
-from runstream.bench.probes import ProcessUsage
+from runstream.bench.probes import ProcessUsage, sampling
 from runstream.core.errors import RunstreamError
 
 logger = logging.getLogger(__name__)
@@ -144,13 +144,10 @@ async def process_usage(services: Mapping[str, Service]) -> AsyncIterator[dict[s
     """CPU seconds spent and peak RSS reached by each service while the block runs."""
     usage = {name: ProcessUsage(0.0, service.rss_mb()) for name, service in services.items()}
     cpu_start = {name: service.cpu_seconds() for name, service in services.items()}
-    sampler = asyncio.create_task(_sample_rss(services, usage))
     try:
-        yield usage
+        async with sampling(_sample_rss(services, usage)):
+            yield usage
     finally:
-        sampler.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sampler
         for name, service in services.items():
             usage[name].cpu_s = service.cpu_seconds() - cpu_start[name]
             usage[name].rss_peak_mb = max(usage[name].rss_peak_mb, service.rss_mb())
