@@ -4,11 +4,13 @@ or on a `redis-server` of the test's own (for restarts)."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
 import redis
+from fakeredis import FakeAsyncRedis
+from redis.asyncio import Redis
 
 from e2e.support import REPO, Procs
 from faults.support import RedisServer
@@ -20,6 +22,18 @@ BACKENDS = {
     "list-poll": {"RUNSTREAM_BACKEND": "list", "RUNSTREAM_LIST_MODE": "poll"},
 }
 MakeProcs = Callable[..., Procs]
+
+
+@pytest.fixture(params=["fake", "real"])
+async def client(request: pytest.FixtureRequest) -> AsyncIterator[Redis]:
+    """An asyncio client of fakeredis, or of the real test database (flushed)."""
+    if request.param == "fake":
+        made: Redis = FakeAsyncRedis()
+    else:
+        made = Redis.from_url(request.getfixturevalue("redis_url"))
+        await made.flushdb()
+    yield made
+    await made.aclose()
 
 
 def process_env(redis_url: str) -> dict[str, str]:

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from fakeredis import FakeAsyncRedis
 from redis.asyncio import Redis
 
 from runstream.api import create_app
@@ -21,17 +19,6 @@ BACKENDS = {
     "streams": {"backend": "streams"},
     "list-reliable": {"backend": "list", "list_mode": "reliable"},
 }
-
-
-@pytest.fixture(params=["fake", "real"])
-async def client(request: pytest.FixtureRequest) -> AsyncIterator[Redis]:
-    if request.param == "fake":
-        made: Redis = FakeAsyncRedis()
-    else:
-        made = Redis.from_url(request.getfixturevalue("redis_url"))
-        await made.flushdb()
-    yield made
-    await made.aclose()
 
 
 def sse_frames(text: str) -> list[dict[str, str]]:

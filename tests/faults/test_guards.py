@@ -6,7 +6,6 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
-from fakeredis import FakeAsyncRedis
 from redis.asyncio import Redis
 
 from runstream.backends.guards import ORPHAN_MESSAGE
@@ -23,17 +22,6 @@ MODES = {
     "streams": {"backend": "streams"},
 }
 FAST = {"block_ms": 50, "poll_interval_max": 0.01, "idle_timeout": 1.5}
-
-
-@pytest.fixture(params=["fake", "real"])
-async def client(request: pytest.FixtureRequest) -> AsyncIterator[Redis]:
-    if request.param == "fake":
-        made: Redis = FakeAsyncRedis()
-    else:
-        made = Redis.from_url(request.getfixturevalue("redis_url"))
-        await made.flushdb()
-    yield made
-    await made.aclose()
 
 
 def transport_for(client: Redis, mode: str, **overrides: int) -> Transport:

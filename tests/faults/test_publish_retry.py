@@ -3,11 +3,9 @@ Redis lost is refused instead of restarting its seq."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from fakeredis import FakeAsyncRedis
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
@@ -22,17 +20,6 @@ BACKENDS = {
     "streams": {"backend": "streams"},
     "list-reliable": {"backend": "list", "list_mode": "reliable"},
 }
-
-
-@pytest.fixture(params=["fake", "real"])
-async def client(request: pytest.FixtureRequest) -> AsyncIterator[Redis]:
-    if request.param == "fake":
-        made: Redis = FakeAsyncRedis()
-    else:
-        made = Redis.from_url(request.getfixturevalue("redis_url"))
-        await made.flushdb()
-    yield made
-    await made.aclose()
 
 
 def transport_for(client: Redis, backend: str) -> RedisTransport:
