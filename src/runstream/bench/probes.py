@@ -29,7 +29,12 @@ async def sampling(sampler: Coroutine[Any, Any, None]) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        task.cancel()
+        # On Python 3.11 a cancel that lands as redis-py finishes sending a command can be
+        # lost inside its `wait_for`; the endless loop would then never end. Cancel until
+        # the task has really stopped.
+        while not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=0.1)
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
